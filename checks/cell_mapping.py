@@ -1,0 +1,295 @@
+"""cell_mapping: compute hosts that nova cannot route to because no cell claims them.
+
+With cells v2 the API and the scheduler find a compute host through a row in
+nova_api.host_mappings (host -> cell). A new nova-compute registers its
+service and compute node in its cell database and starts reporting, so it
+looks healthy, but until someone runs `nova-manage cell_v2 discover_hosts`
+(or the scheduler's periodic discovery is enabled) nothing maps it: the
+scheduler never picks it and instance actions fail with "Host 'x' is not
+mapped to any cell". The reverse also happens: a host removed or moved to
+another cell keeps its old mapping, which points the API at a cell that no
+longer has the host.
+
+Per cell (cell0 holds no hosts) the probe reads the nova-compute services and
+compute nodes of the cell database and compares them with host_mappings:
+
+- unmapped: the host lives in the cell but has no mapping. CRITICAL when it
+  has a compute node and its service is up and enabled; WARNING when it is
+  down/disabled or only half registered; INFO while younger than
+  ``grace_seconds`` (discovery may simply not have run yet).
+- misplaced: mapped to another cell than the one it reports in (CRITICAL).
+- stale: the mapping points at a cell where the host is in no table (WARNING).
+
+Queries: one for cell_mappings, one for host_mappings, one per cell; never
+one per host.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from healthd.backends import Cell
+from healthd.model import MetricSpec, Report, Severity
+from healthd.probe import Context, Probe, ProbeSettings
+
+# One statement per cell: services and compute nodes together, folded to one
+# row per host by the server (the GROUP BY compares names case-insensitively,
+# as MySQL does when nova looks a mapping up). Ages come from the database
+# clock, the same clock nova's UTC timestamps were compared with.
+CELL_HOSTS_SQL = """
+SELECT host, SUM(kind = 'service') AS services, SUM(kind = 'node') AS nodes,
+       MIN(age_s) AS age_s, MIN(silent_s) AS silent_s, MAX(disabled) AS disabled,
+       MAX(forced_down) AS forced_down, MAX(mapped) AS mapped, MAX(service_uuid) AS service_uuid
+  FROM (SELECT 'service' AS kind, host, uuid AS service_uuid,
+               TIMESTAMPDIFF(SECOND, created_at, UTC_TIMESTAMP()) AS age_s,
+               TIMESTAMPDIFF(SECOND, COALESCE(last_seen_up, updated_at, created_at), UTC_TIMESTAMP())
+                 AS silent_s,
+               disabled, forced_down, NULL AS mapped
+          FROM services WHERE `binary` = 'nova-compute' AND deleted = 0 AND host IS NOT NULL
+        UNION ALL
+        SELECT 'node', host, NULL, TIMESTAMPDIFF(SECOND, created_at, UTC_TIMESTAMP()), NULL, NULL, NULL,
+               mapped
+          FROM compute_nodes WHERE deleted = 0 AND host IS NOT NULL) t
+ GROUP BY host
+"""
+
+HOST_MAPPINGS_SQL = """
+SELECT hm.host, cm.uuid AS cell_uuid, cm.name AS cell_name
+  FROM host_mappings hm JOIN cell_mappings cm ON cm.id = hm.cell_id
+"""
+
+DISCOVER = "nova-manage cell_v2 discover_hosts --cell_uuid {uuid} --verbose"
+DISCOVER_BY_SERVICE = "nova-manage cell_v2 discover_hosts --cell_uuid {uuid} --by-service --verbose"
+DELETE_HOST = "nova-manage cell_v2 delete_host --cell_uuid {uuid} --host {host}"
+
+
+@dataclass
+class HostInCell:
+    """What one cell database knows about one host (one row of CELL_HOSTS_SQL)."""
+
+    host: str
+    row: dict[str, Any]
+
+    @property
+    def has_service(self) -> bool:
+        return bool(self.row["services"])
+
+    @property
+    def has_node(self) -> bool:
+        return bool(self.row["nodes"])
+
+    @property
+    def service_uuid(self) -> str | None:
+        return self.row["service_uuid"]
+
+    @property
+    def age_s(self) -> float:
+        age = self.row["age_s"]
+        return float("inf") if age is None else float(age)
+
+    def service_up(self, down_after: float) -> bool:
+        r = self.row
+        return self.has_service and not r["forced_down"] and (r["silent_s"] or 0) <= down_after
+
+    @property
+    def disabled(self) -> bool:
+        return bool(self.row["disabled"])
+
+    @property
+    def flagged_mapped(self) -> bool:
+        """compute_nodes.mapped=1: plain discover_hosts skips these nodes for good."""
+        return bool(self.row["mapped"])
+
+
+@dataclass
+class Mapping:
+    host: str
+    cell_uuid: str
+    cell_label: str
+
+
+class CellMappingProbe(Probe):
+    name = "cell_mapping"
+    description = "Compute hosts missing from nova_api.host_mappings, stale or misplaced host mappings."
+    default_interval = 300.0
+    default_timeout = 30.0
+    requires = ("db:nova_api", "cells")
+    privileges = (
+        "SELECT on nova_api.cell_mappings and nova_api.host_mappings; "
+        "SELECT on <cell db>.services and <cell db>.compute_nodes of every cell"
+    )
+    metrics = (
+        MetricSpec("healthd_cell_mapping_cells", "Cells in nova_api.cell_mappings, cell0 excluded."),
+        MetricSpec("healthd_cell_mapping_mapped_hosts",
+                   "Compute hosts of the cell correctly mapped to it in host_mappings.", ("cell",)),
+        MetricSpec("healthd_cell_mapping_unmapped_hosts",
+                   "Compute hosts of the cell (service or node) without any host mapping.", ("cell",)),
+        MetricSpec("healthd_cell_mapping_misplaced_hosts",
+                   "Compute hosts of the cell mapped to a different cell.", ("cell",)),
+        MetricSpec("healthd_cell_mapping_stale_mappings",
+                   "Host mappings pointing at the cell for hosts that are in no cell.", ("cell",)),
+        MetricSpec("healthd_cell_mapping_host_unmapped",
+                   "1 for each unmapped compute host (bounded by max_host_series).", ("cell", "host")),
+    )
+
+    class Settings(ProbeSettings):
+        grace_seconds: float = Field(
+            300.0, ge=0, description="an unmapped host younger than this is only INFO (discovery pending)"
+        )
+        service_down_seconds: float = Field(
+            60.0, gt=0, description="nova's service_down_time: a service silent longer is down"
+        )
+        max_host_series: int = Field(
+            200, ge=0, description="cap on healthd_cell_mapping_host_unmapped series per run"
+        )
+
+    settings: Settings
+
+    def run(self, ctx: Context, report: Report) -> None:
+        all_cells = ctx.backends.cells(ctx, include_cell0=True)
+        cells = [c for c in all_cells if not c.is_cell0]
+        report.metric("healthd_cell_mapping_cells", len(cells))
+        self._check_cell_setup(all_cells, report)
+        with ctx.backends.database("nova_api", ctx) as api:
+            rows = api.query(HOST_MAPPINGS_SQL)
+        mappings = {r["host"].lower(): Mapping(r["host"], r["cell_uuid"], r["cell_name"] or r["cell_uuid"])
+                    for r in rows}
+        located: dict[str, dict[str, HostInCell]] = {}  # cell uuid -> host key -> rows
+        for cell in cells:  # an unreachable cell raises BackendUnavailable naming it: UNKNOWN
+            with ctx.backends.cell_database(cell, ctx) as db:
+                located[cell.uuid] = _hosts(db.query(CELL_HOSTS_SQL))
+        counts = self._classify(cells, located, mappings, report)
+        report.summary = _summary(len(cells), counts)
+
+    # -- cell setup (nova-status "Cells v2" check) ----------------------------
+    @staticmethod
+    def _check_cell_setup(all_cells: list[Cell], report: Report) -> None:
+        if not any(c.is_cell0 for c in all_cells):
+            report.critical(
+                "cell0", "nova_api.cell_mappings has no cell0: instances that fail to schedule have "
+                "nowhere to be recorded and nova-status upgrade check fails",
+                "nova-manage cell_v2 map_cell0 --database_connection <cell0 DB URL>",
+            )
+        if not any(not c.is_cell0 for c in all_cells):
+            report.critical(
+                "cell_mappings", "no cell besides cell0 is mapped: no compute host can be mapped or used",
+                "nova-manage cell_v2 create_cell --name cell1 --verbose, then "
+                "nova-manage cell_v2 discover_hosts --verbose",
+            )
+
+    # -- host classification ------------------------------------------------
+    def _classify(self, cells: list[Cell], located: dict[str, dict[str, HostInCell]],
+                  mappings: dict[str, Mapping], report: Report) -> dict[str, int]:
+        by_uuid = {c.uuid: c for c in cells}
+        counts: dict[str, int] = defaultdict(int)
+        series = 0
+        for cell in cells:
+            n = {"mapped": 0, "unmapped": 0, "misplaced": 0}
+            for key, here in sorted(located[cell.uuid].items()):
+                mapping = mappings.get(key)
+                if mapping is None:
+                    n["unmapped"] += 1
+                    if series < self.settings.max_host_series:
+                        report.metric("healthd_cell_mapping_host_unmapped", 1,
+                                      cell=cell.label, host=here.host)
+                        series += 1
+                    self._unmapped(cell, here, report)
+                elif mapping.cell_uuid == cell.uuid:
+                    n["mapped"] += 1
+                else:
+                    n["misplaced"] += 1
+                    self._misplaced(cell, here, mapping, key in located.get(mapping.cell_uuid, {}), report)
+            for kind, value in n.items():
+                report.metric(f"healthd_cell_mapping_{kind}_hosts", value, cell=cell.label)
+                counts[kind] += value
+        counts["stale"] = self._stale(by_uuid, located, mappings, report)
+        counts["series"] = series
+        return counts
+
+    def _unmapped(self, cell: Cell, here: HostInCell, report: Report) -> None:
+        subject = f"host {here.host} (cell {cell.label})"
+        command = (DISCOVER_BY_SERVICE if here.flagged_mapped or not here.has_node else DISCOVER).format(
+            uuid=cell.uuid)
+        why = (" Its compute node is flagged mapped=1 (the mapping was removed afterwards), so plain "
+               "discover_hosts skips it; --by-service maps it from the service row."
+               if here.flagged_mapped else "")
+        if here.age_s < self.settings.grace_seconds:
+            report.finding(Severity.INFO, subject,
+                           f"new compute host ({int(here.age_s)} s old) not mapped to a cell yet; "
+                           "fine if host discovery runs shortly.", f"on a controller: {command}")
+            return
+        if not here.has_node:
+            report.warning(
+                subject, "nova-compute is registered but has no compute node and no host mapping: "
+                "discover_hosts (by compute node) will not map it. The virt driver may have failed "
+                "to start; for ironic, hosts are mapped by service.",
+                f"check the nova-compute log on {here.host}; for ironic, on a controller: {command}")
+            return
+        usable = here.service_up(self.settings.service_down_seconds) and not here.disabled
+        state = ("its nova-compute is up and reporting" if usable
+                 else "its nova-compute is down, disabled or missing")
+        message = (f"host has a compute node in cell {cell.label} but no row in nova_api.host_mappings; "
+                   f"{state}, yet the scheduler can never place instances on it and instance actions "
+                   f"fail with \"Host '{here.host}' is not mapped to any cell\".{why}")
+        remedy = (f"on a controller: {command} (or set [scheduler] discover_hosts_in_cells_interval "
+                  "to discover hosts periodically)")
+        report.finding(Severity.CRITICAL if usable else Severity.WARNING, subject, message, remedy)
+
+    @staticmethod
+    def _misplaced(cell: Cell, here: HostInCell, mapping: Mapping, also_there: bool, report: Report) -> None:
+        subject = f"host {here.host} (cell {cell.label})"
+        if also_there:  # rows in both cells, mapped to the other: these are leftovers
+            service = here.service_uuid
+            report.warning(
+                subject, f"host also has rows in cell {mapping.cell_label}, where it is mapped; the "
+                f"nova-compute service/compute node rows left in cell {cell.label} are leftovers of a move",
+                f"openstack compute service delete {service} (service in cell {cell.label})" if service
+                else f"remove the leftover compute node rows of {here.host} in cell {cell.label}",
+            )
+            return
+        report.critical(
+            subject, f"host reports in cell {cell.label} but nova_api.host_mappings maps it to cell "
+            f"{mapping.cell_label}: the scheduler and API look for it in the wrong cell database",
+            f"on a controller: {DELETE_HOST.format(uuid=mapping.cell_uuid, host=here.host)}, then "
+            f"{DISCOVER_BY_SERVICE.format(uuid=cell.uuid)}",
+        )
+
+    @staticmethod
+    def _stale(by_uuid: dict[str, Cell], located: dict[str, dict[str, HostInCell]],
+               mappings: dict[str, Mapping], report: Report) -> int:
+        anywhere = {key for hosts in located.values() for key in hosts}
+        stale: dict[str, int] = {uuid: 0 for uuid in by_uuid}
+        labels = {uuid: c.label for uuid, c in by_uuid.items()}
+        for key, mapping in sorted(mappings.items()):
+            if key in anywhere:
+                continue
+            stale[mapping.cell_uuid] = stale.get(mapping.cell_uuid, 0) + 1
+            labels.setdefault(mapping.cell_uuid, mapping.cell_label)
+            report.warning(
+                f"host mapping {mapping.host} (cell {mapping.cell_label})",
+                f"nova_api.host_mappings maps {mapping.host} to cell {mapping.cell_label}, but no cell has "
+                "a nova-compute service or compute node for it (host removed or moved)",
+                f"on a controller: {DELETE_HOST.format(uuid=mapping.cell_uuid, host=mapping.host)} "
+                "(it refuses while instances remain on the host: migrate or delete them first)",
+            )
+        for uuid, value in stale.items():
+            report.metric("healthd_cell_mapping_stale_mappings", value, cell=labels[uuid])
+        return sum(stale.values())
+
+
+def _hosts(rows: list[dict[str, Any]]) -> dict[str, HostInCell]:
+    """Key the per-host rows by lower-cased name (MySQL compares host names case-insensitively)."""
+    return {row["host"].lower(): HostInCell(row["host"], row) for row in rows if row["host"]}
+
+
+def _summary(cells: int, counts: dict[str, int]) -> str:
+    total = counts["mapped"] + counts["unmapped"] + counts["misplaced"]
+    text = (f"{total} compute hosts in {cells} cells: {counts['unmapped']} unmapped, "
+            f"{counts['misplaced']} misplaced, {counts['stale']} stale mappings")
+    if counts["series"] < counts["unmapped"]:
+        text += f" (only {counts['series']} unmapped hosts exported as series)"
+    return text

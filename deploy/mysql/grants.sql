@@ -1,0 +1,59 @@
+-- Least-privilege MariaDB/MySQL account for healthd: SELECT on exactly the
+-- tables its database probes read, nothing else (no INSERT/UPDATE/DELETE, no
+-- access to other tables such as keystone's credentials or nova's instance
+-- metadata).
+--
+-- Placeholders (replace all before applying):
+--   @HEALTHD_USER@       account name, e.g. healthd
+--   @HEALTHD_HOST@       host part, e.g. % or the healthd server's address
+--   @HEALTHD_PASSWORD@   password (keep it in a credentials file, see deploy/systemd)
+--   @KEYSTONE_DB@        keystone database, e.g. keystone
+--   @NOVA_API_DB@        nova API database, e.g. nova_api
+--   @PLACEMENT_DB@       placement database, e.g. placement
+--   @NOVA_CELL_DB@       a cell database, e.g. nova (cell1); repeat the cell
+--                        block for every cell (nova_cell2, ...). cell0 holds no
+--                        services, but granting it does no harm.
+--
+-- Apply on the database server as an administrator, for example:
+--   sed -e 's/@HEALTHD_USER@/healthd/g' -e 's/@HEALTHD_HOST@/%/g' \
+--       -e "s/@HEALTHD_PASSWORD@/$(cat /etc/healthd/credentials/db)/g" \
+--       -e 's/@KEYSTONE_DB@/keystone/g' -e 's/@NOVA_API_DB@/nova_api/g' \
+--       -e 's/@PLACEMENT_DB@/placement/g' -e 's/@NOVA_CELL_DB@/nova/g' \
+--       deploy/mysql/grants.sql | mysql -u root
+--
+-- Cell databases are found through nova_api.cell_mappings, whose
+-- database_connection carries nova's own account: point healthd at the cells
+-- with its own account via backends.databases.cells.<cell name>.url.
+--
+-- Which probe needs what (the SQL is in checks/*.py):
+--   catalog (source: db)         keystone.service, keystone.endpoint
+--   cell_mapping                 nova_api.cell_mappings, nova_api.host_mappings;
+--                                <cell>.services, <cell>.compute_nodes
+--   nova_services (source: db)   nova_api.cell_mappings, nova_api.build_requests,
+--                                nova_api.request_specs; <cell>.services, <cell>.instances
+--   disk_overcommit              nova_api.cell_mappings; <cell>.compute_nodes;
+--                                placement.resource_providers, placement.inventories,
+--                                placement.allocations, placement.resource_classes
+
+CREATE USER IF NOT EXISTS '@HEALTHD_USER@'@'@HEALTHD_HOST@' IDENTIFIED BY '@HEALTHD_PASSWORD@';
+
+-- keystone: the service catalog
+GRANT SELECT ON `@KEYSTONE_DB@`.`service` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@KEYSTONE_DB@`.`endpoint` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+
+-- nova_api: cells, host mappings, builds not yet in a cell
+GRANT SELECT ON `@NOVA_API_DB@`.`cell_mappings` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_API_DB@`.`host_mappings` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_API_DB@`.`build_requests` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_API_DB@`.`request_specs` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+
+-- placement: DISK_GB inventory and usage
+GRANT SELECT ON `@PLACEMENT_DB@`.`resource_providers` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@PLACEMENT_DB@`.`inventories` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@PLACEMENT_DB@`.`allocations` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@PLACEMENT_DB@`.`resource_classes` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+
+-- cell database (repeat for every cell)
+GRANT SELECT ON `@NOVA_CELL_DB@`.`services` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_CELL_DB@`.`compute_nodes` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_CELL_DB@`.`instances` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
