@@ -203,10 +203,12 @@ def _parse_time(value: Any) -> datetime | None:
 
 # nova/servicegroup/drivers/db.py DbDriver.is_up: last_seen_up or created_at, compared with
 # utcnow(); updated_at is not a heartbeat (disabling a service bumps it too). The DB's own
-# clock is used so that healthd's clock does not matter.
+# clock is used so that healthd's clock does not matter. Nova's elapsed time is a float
+# (utcnow() has microseconds), so whole seconds would call a service 8.4 s silent "up" at
+# service_down_time 8 while nova already says down.
 SERVICES_SQL = (
     "SELECT host, `binary`, disabled, disabled_reason, forced_down, "
-    "TIMESTAMPDIFF(SECOND, COALESCE(last_seen_up, created_at), UTC_TIMESTAMP()) AS age "
+    "TIMESTAMPDIFF(MICROSECOND, COALESCE(last_seen_up, created_at), UTC_TIMESTAMP(6)) / 1e6 AS age "
     "FROM services WHERE deleted = 0"
 )
 # vm_state building / task_state scheduling untouched for longer than the threshold.

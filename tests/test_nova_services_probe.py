@@ -10,6 +10,7 @@ process died N seconds ago" is a row whose last_seen_up is N seconds old.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -250,6 +251,25 @@ def test_service_down_time_setting_is_used(nova: Nova) -> None:
     assert run(nova.config()).status is Status.OK  # 30 s < 60 s
     short = run(nova.config(), service_down_time=10)
     assert short.status is Status.CRITICAL and short.findings[0].subject == "host compute2"
+
+
+def test_a_fraction_of_a_second_past_down_time_is_down_as_in_nova(nova: Nova) -> None:
+    """Nova's DbDriver.is_up compares utcnow() (microseconds) with last_seen_up (whole
+    seconds): DOWN_TIME + 0.3 s is down. Rounding the age to whole seconds said "up" here,
+    right when nova's own API had just turned the service down (seen in CI)."""
+    while True:  # start early in a second, so the probe runs before the next one begins
+        now = nova.novadb.query("SELECT UTC_TIMESTAMP(6) AS now")[0]["now"]
+        if 0.3 <= now.microsecond / 1e6 <= 0.5:
+            break
+        time.sleep(0.05)
+    heartbeat_at = now.replace(microsecond=0) - timedelta(seconds=DOWN_TIME)
+    nova.novadb.exec(
+        f"UPDATE `{nova.cell.db}`.services SET last_seen_up = %s WHERE host = 'compute2'", (heartbeat_at,)
+    )
+    result = run(nova.config())
+    assert up(result, "compute2") == 0, heartbeat(result, "compute2")
+    age = heartbeat(result, "compute2")
+    assert age is not None and DOWN_TIME < age < DOWN_TIME + 5
 
 
 def test_disabled_for_maintenance_is_not_an_outage(nova: Nova) -> None:
