@@ -10,6 +10,7 @@ raises BackendUnavailable, which makes the probes needing it UNKNOWN.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import threading
@@ -61,6 +62,22 @@ class Cell:
     @property
     def is_cell0(self) -> bool:
         return self.uuid == "00000000-0000-0000-0000-000000000000"
+
+
+class _Connection(pymysql.connections.Connection):
+    """PyMySQL >= 1.2 tries TLS when the URL asks for none ("preferred", no verification) and
+    builds a new default SSLContext for that on every connection: 25 ms of loading the system
+    CA store, a sixth of a database probe's run at 10,000 hosts. One shared context is the same.
+    """
+
+    def _create_ssl_ctx(self, sslp: Any) -> Any:
+        return super()._create_ssl_ctx(sslp) if sslp else _preferred_tls_context()
+
+
+@functools.cache
+def _preferred_tls_context() -> Any:
+    # The method does not touch the connection; thread-safe to share (OpenSSL SSL_CTX).
+    return pymysql.connections.Connection._create_ssl_ctx(None, {})  # type: ignore[arg-type]
 
 
 def _mysql_reason(role: str, target: DbTarget, exc: BaseException) -> str:
@@ -116,7 +133,7 @@ class Backends:
             connect_timeout = ctx.remaining(connect_timeout)
             read_timeout = ctx.remaining(read_timeout)
         try:
-            conn = pymysql.connect(
+            conn = _Connection(
                 host=target.host,
                 port=target.port,
                 user=target.user,
