@@ -234,3 +234,18 @@ def rabbit_tls_default(cf: ConfigFile) -> bool:
         if value in TRUE_VALUES:
             return True
     return False
+
+
+# oslo.messaging's [oslo_messaging_rabbit] TLS files, each with its pre-Ocata (kombu_*) name.
+RABBIT_TLS_FILES = (("ssl_ca_file", "kombu_ssl_ca_certs"), ("ssl_cert_file", "kombu_ssl_certfile"),
+                    ("ssl_key_file", "kombu_ssl_keyfile"))
+
+
+def rabbit_tls_files(cf: ConfigFile) -> tuple[str, str, str]:
+    """(ssl_ca_file, ssl_cert_file, ssl_key_file) as the service will use them; "" if unset."""
+    values = []
+    for names in RABBIT_TLS_FILES:
+        found = (cf.get("oslo_messaging_rabbit", name) for name in names)
+        values.append(next((v.strip() for v in found if v and v.strip()), ""))
+    return values[0], values[1], values[2]
+

@@ -31,7 +31,7 @@ from pydantic import Field
 from pymemcache.exceptions import MemcacheError, MemcacheUnknownCommandError
 
 from checks import oslo_ini
-from healthd.backends import Backends
+from healthd.backends import AmqpTls, Backends
 from healthd.model import MetricSpec, Report, Severity
 from healthd.probe import BackendUnavailable, Context, Probe, ProbeSettings
 from healthd.redact import describe_error
@@ -55,7 +55,7 @@ class Target:
     user: str = ""
     password: str = ""
     vhost: str = ""
-    tls: bool = False
+    tls: AmqpTls | None = None  # with the CA and client files of the file's [oslo_messaging_rabbit]
 
     @property
     def endpoint(self) -> str:
@@ -161,6 +161,7 @@ class ServiceConfigProbe(Probe):
     def _collect(self, cf: oslo_ini.ConfigFile, report: Report, uses: dict[Target, list[Use]],
                  values: dict[tuple[str, str], dict[str, tuple[object, str]]]) -> None:
         tls_default = oslo_ini.rabbit_tls_default(cf)
+        tls_files = AmqpTls(*oslo_ini.rabbit_tls_files(cf))
         for section in oslo_ini.TRANSPORT_SECTIONS:
             raw = cf.get(section, "transport_url")
             if not raw:
@@ -173,7 +174,8 @@ class ServiceConfigProbe(Probe):
                                 "write it as rabbit://USER:PASSWORD@HOST:5672,USER:PASSWORD@HOST2:5672/VHOST")
                 continue
             kind = "rabbit" if url.scheme in RABBIT_SCHEMES else "transport"
-            targets = tuple(Target(kind, h.host, h.port, h.user, h.password, url.vhost, url.tls)
+            tls = tls_files if url.tls else None
+            targets = tuple(Target(kind, h.host, h.port, h.user, h.password, url.vhost, tls)
                             for h in url.hosts)
             shown = url.redacted()
             for t in targets:
@@ -211,7 +213,7 @@ class ServiceConfigProbe(Probe):
             ) or target.kind == "memcached"
             severity = Severity.CRITICAL if alone else Severity.WARNING
             where = "; ".join(f"{u.place} = {u.shown}" for u in places)
-            who = f" as user {target.user}, vhost {target.vhost}" if target.kind == "rabbit" else ""
+            who = f" (user {target.user}, vhost {target.vhost})" if target.kind == "rabbit" else ""
             report.finding(severity, f"{target.kind} {target.endpoint}",
                            f"{outcome.message}{who}; configured in {where}", outcome.fix)
 
@@ -322,10 +324,34 @@ def _amqp(backends: Backends, t: Target, ctx: Context) -> Outcome | None:
             return Outcome(False, f"access to vhost {t.vhost!r} refused",
                            f"rabbitmqctl list_permissions -p {t.vhost}; grant it: rabbitmqctl "
                            f"set_permissions -p {t.vhost} {t.user} '.*' '.*' '.*'")
+        if t.tls and "TLS" in text:
+            return _tls_failure(t, text.partition(": ")[2])
         return Outcome(False, f"no AMQP answer: {text}",
                        f"is {t.endpoint} a RabbitMQ listener{' with TLS' if t.tls else ''}? "
-                       f"Check rabbitmq-diagnostics listeners on {t.host}")
+                       f"Check rabbitmq-diagnostics listeners on {t.host}"
+                       + ("" if t.tls else "; a TLS-only port needs [oslo_messaging_rabbit] ssl = true"))
     return None
+
+
+def _tls_failure(t: Target, reason: str) -> Outcome:
+    """The services verify the broker's certificate the same way (chain, not host name), so
+    they fail too: name the file option that decides it."""
+    tls = t.tls or AmqpTls()
+    trust = f"ssl_ca_file {tls.ca_file}" if tls.ca_file else "the system CA store (ssl_ca_file is unset)"
+    if "not trusted" in reason:
+        return Outcome(False, f"{reason}; checked against {trust}, as oslo.messaging does, so the "
+                       "services using this file cannot connect either",
+                       f"openssl s_client -connect {t.endpoint} -showcerts "
+                       f"{'-CAfile ' + tls.ca_file if tls.ca_file else ''}".rstrip()
+                       + "; renew an expired broker certificate, or set [oslo_messaging_rabbit] "
+                       "ssl_ca_file to the CA that issued it, then restart the services")
+    if "Permission denied" in reason:
+        return Outcome(False, f"{reason} (for healthd; the services may still read it)",
+                       "let the healthd user read the TLS files named in [oslo_messaging_rabbit], e.g. "
+                       "setfacl -m u:healthd:r FILE")
+    return Outcome(False, reason,
+                   "[oslo_messaging_rabbit] ssl_ca_file / ssl_cert_file / ssl_key_file must name PEM files "
+                   "that exist on the service's hosts; fix the path or the file, then restart the services")
 
 
 def _memcached_version(backends: Backends, t: Target, ctx: Context) -> Outcome | None:

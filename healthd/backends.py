@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import socket
+import ssl
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -92,6 +93,52 @@ def _mysql_reason(role: str, target: DbTarget, exc: BaseException) -> str:
     }.get(code if isinstance(code, int) else -1)
     detail = f"{hint} ({describe_error(exc)})" if hint else describe_error(exc)
     return redact(f"database {role} at {target.describe()}: {detail}")
+
+
+@dataclass(frozen=True)
+class AmqpTls:
+    """TLS for a broker connection, set up the way oslo.messaging's rabbit driver does it.
+
+    oslo.messaging hands [oslo_messaging_rabbit] ssl_ca_file/ssl_cert_file/ssl_key_file to
+    py-amqp, which verifies the certificate chain (against ssl_ca_file, else the system
+    store) but not the host name (no server_hostname is passed). The probe checks what the
+    services check: stricter would page for a broker they use happily, looser would miss
+    the expired or untrusted certificate that stops them.
+    """
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+        with _loading("CA file", self.ca_file):
+            if self.ca_file:
+                context.load_verify_locations(cafile=self.ca_file)
+            else:
+                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        with _loading("client certificate/key", self.cert_file):
+            if self.cert_file:
+                context.load_cert_chain(self.cert_file, self.key_file or None)
+        return context
+
+
+@contextlib.contextmanager
+def _loading(what: str, path: str) -> Iterator[None]:
+    """Name the file: ssl's own errors do not say which one is missing or malformed."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else describe_error(exc)
+        raise ValueError(f"cannot load {what} {path or '(system store)'}: {reason}") from None
+
+
+def _tls_error(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted: {exc.verify_message}"
+    return f"TLS handshake failed: {exc.reason or describe_error(exc)}"
 
 
 class Backends:
@@ -273,19 +320,21 @@ class Backends:
         user: str,
         password: str,
         vhost: str,
-        tls: bool = False,
+        tls: AmqpTls | None = None,
         ctx: Context | None = None,
     ) -> None:
         """Complete an AMQP 0-9-1 handshake (auth and vhost open) and close.
 
         Raises BackendUnavailable with a reason that carries no credentials.
         """
-        import ssl
-
         import pika
         import pika.exceptions
 
         timeout = ctx.remaining(self.config.connect_timeout) if ctx else self.config.connect_timeout
+        try:
+            ssl_options = pika.SSLOptions(tls.context(), host) if tls else None
+        except ValueError as exc:
+            raise BackendUnavailable(f"AMQP {host}:{port}: TLS setup failed: {exc}") from None
         params = pika.ConnectionParameters(
             host=host,
             port=port,
@@ -295,7 +344,7 @@ class Backends:
             socket_timeout=timeout,
             stack_timeout=timeout,
             blocked_connection_timeout=timeout,
-            ssl_options=pika.SSLOptions(ssl.create_default_context(), host) if tls else None,
+            ssl_options=ssl_options,
         )
         try:
             pika.BlockingConnection(params).close()
@@ -303,6 +352,8 @@ class Backends:
             raise BackendUnavailable(f"AMQP {host}:{port}: authentication refused for user {user}") from None
         except pika.exceptions.ProbableAccessDeniedError:
             raise BackendUnavailable(f"AMQP {host}:{port}: access to vhost {vhost!r} refused") from None
+        except ssl.SSLError as exc:
+            raise BackendUnavailable(f"AMQP {host}:{port}: {_tls_error(exc)}") from None
         except (pika.exceptions.AMQPError, OSError) as exc:
             raise BackendUnavailable(
                 f"AMQP {host}:{port}: handshake failed ({describe_error(exc) or 'no AMQP answer'})"

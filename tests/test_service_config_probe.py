@@ -17,8 +17,9 @@ import pytest
 from checks import oslo_ini
 from checks.service_config import M_CONSISTENT, M_ENDPOINT, M_FILE, M_VARIANTS, ServiceConfigProbe
 from healthd.model import Severity, Status
+from tests.helpers.certs import issue
 from tests.helpers.probes import make_backends, run_probe
-from tests.helpers.servers import Memcached, RabbitAccount, SilentListener, free_port, rabbit_vhost
+from tests.helpers.servers import Memcached, RabbitAccount, SilentListener, TlsFront, free_port, rabbit_vhost
 
 RABBIT = "127.0.0.1:5672"
 
@@ -128,6 +129,63 @@ def test_vhost_without_permission_is_refused(tmp_path: Path, rabbit: RabbitAccou
     assert run.status is Status.CRITICAL
     [finding] = run.about(f"rabbit {RABBIT}")
     assert "vhost" in finding.message and "refused" in finding.message
+
+
+def tls_conf(path: Path, transport: str, memcache: str, **rabbit_options: str) -> Path:
+    """nova.conf with TLS to the broker as kolla-ansible writes it: [oslo_messaging_rabbit] ssl."""
+    nova_conf(path, transport, memcache)
+    with path.open("a") as f:
+        f.write("[oslo_messaging_rabbit]\nssl = true\n")
+        f.writelines(f"{k} = {v}\n" for k, v in rabbit_options.items())
+    return path
+
+
+def test_tls_broker_trusted_through_ssl_ca_file_is_ok(tmp_path: Path, rabbit: RabbitAccount,
+                                                       mc: Memcached) -> None:
+    # The certificate names "rabbitmq.internal", the URL an IP: oslo.messaging does not check host
+    # names, so neither does the probe (else it would page for a broker the services use).
+    cert = issue(tmp_path, ("rabbitmq.internal",))
+    with TlsFront(str(cert.cert_file), str(cert.key_file)) as front:
+        endpoint = f"127.0.0.1:{front.port}"
+        conf = tls_conf(tmp_path / "nova.conf", url(rabbit, endpoint), mc.server,
+                        ssl_ca_file=str(cert.ca_file))
+        run = run_probe(probe(conf), backends())
+        assert run.status is Status.OK, [f.as_dict() for f in run.findings]
+        assert run.value(M_ENDPOINT, file=str(conf), section="DEFAULT", option="transport_url",
+                         kind="rabbit", endpoint=endpoint) == 1
+
+
+@pytest.mark.parametrize("fault", ["no ssl_ca_file", "expired", "missing ca file", "plain amqp"])
+def test_tls_broker_faults_are_critical_with_the_option_to_fix(tmp_path: Path, rabbit: RabbitAccount,
+                                                                mc: Memcached, fault: str) -> None:
+    cert = issue(tmp_path, ("127.0.0.1",), expired=fault == "expired")
+    options = {"ssl_ca_file": str(cert.ca_file)}
+    if fault == "no ssl_ca_file":  # the private CA is not in the system store
+        options = {}
+    elif fault == "missing ca file":
+        options = {"kombu_ssl_ca_certs": str(tmp_path / "absent-ca.pem")}  # the pre-Ocata name
+    with TlsFront(str(cert.cert_file), str(cert.key_file)) as front:
+        endpoint = f"127.0.0.1:{front.port}"
+        conf = tls_conf(tmp_path / "nova.conf", url(rabbit, endpoint), mc.server, **options)
+        if fault == "plain amqp":  # the port only speaks TLS; the file forgot ssl = true
+            conf = nova_conf(tmp_path / "nova.conf", url(rabbit, endpoint), mc.server)
+        run = run_probe(probe(conf), backends())
+    assert run.status is Status.CRITICAL
+    [finding] = run.about(f"rabbit {endpoint}")
+    assert finding.severity is Severity.CRITICAL
+    assert run.value(M_ENDPOINT, file=str(conf), section="DEFAULT", option="transport_url",
+                     kind="rabbit", endpoint=endpoint) == 0
+    expected = {
+        "no ssl_ca_file": ("TLS certificate not trusted: unable to get local issuer certificate; checked "
+                           "against the system CA store (ssl_ca_file is unset)", "ssl_ca_file"),
+        "expired": ("TLS certificate not trusted: certificate has expired", "renew an expired broker"),
+        "missing ca file": (f"cannot load CA file {tmp_path / 'absent-ca.pem'}: No such file",
+                            "ssl_ca_file / ssl_cert_file / ssl_key_file"),
+        "plain amqp": ("no AMQP answer", "[oslo_messaging_rabbit] ssl = true"),
+    }[fault]
+    assert expected[0] in finding.message, finding.message
+    assert expected[1] in finding.remediation, finding.remediation
+    assert rabbit.password not in json.dumps(finding.as_dict())
 
 
 def test_memcache_lists_in_different_order_warn(tmp_path: Path, rabbit: RabbitAccount,

@@ -7,6 +7,7 @@
   the real way to drive it to its connection limit.
 - rabbit_vhost(): a fresh RabbitMQ vhost and user (unique names), removed after.
 - SilentListener: accepts TCP connections and never answers (a hung peer).
+- TlsFront: a TLS listener relaying to the real RabbitMQ (TLS terminated in front of it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -199,3 +201,61 @@ def rabbit_vhost(prefix: str = "healthd-test") -> Iterator[RabbitAccount]:
             _rabbitmqctl("delete_user", account.user)
     finally:
         _rabbitmqctl("delete_vhost", account.vhost)
+
+
+class TlsFront:
+    """A TLS listener on a free loopback port in front of a real TCP server (the local
+    RabbitMQ by default), the way HAProxy or stunnel terminate TLS for a broker. Each
+    connection is handshaken with the given certificate, then relayed byte for byte."""
+
+    def __init__(self, cert_file: str, key_file: str, backend: tuple[str, int] = (LOOPBACK, 5672)):
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(cert_file, key_file)
+        self.backend = backend
+        self.sock = socket.socket()
+        self.sock.bind((LOOPBACK, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(10)
+        try:
+            client = self.context.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):  # the client refused our certificate, or was a TCP probe
+            raw.close()
+            return
+        upstream = socket.create_connection(self.backend, timeout=10)
+        self._open += [client, upstream]
+        for src, dst in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
+
+    def __enter__(self) -> TlsFront:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        close_all(self._open)
+        self.sock.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    for s in (src, dst):
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
