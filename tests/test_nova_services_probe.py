@@ -204,8 +204,13 @@ def run(config: dict[str, Any], **settings: Any) -> ProbeRun:
     return run_probe(NovaServicesProbe(NovaServicesProbe.Settings(**settings)), backends)
 
 
+def zone(binary: str) -> str:
+    """nova's own labels: computes in no AZ aggregate are in "nova", the rest in "internal"."""
+    return "nova" if binary == "nova-compute" else "internal"
+
+
 def up(result: ProbeRun, host: str, binary: str = "nova-compute") -> float | None:
-    return result.value("healthd_nova_services_up", binary=binary, host=host, zone="")
+    return result.value("healthd_nova_services_up", binary=binary, host=host, zone=zone(binary))
 
 
 def heartbeat(result: ProbeRun, host: str, binary: str = "nova-compute") -> float | None:
@@ -272,6 +277,31 @@ def test_a_fraction_of_a_second_past_down_time_is_down_as_in_nova(nova: Nova) ->
     assert age is not None and DOWN_TIME < age < DOWN_TIME + 5
 
 
+def test_zones_come_from_aggregates_as_in_nova(nova: Nova) -> None:
+    """`openstack aggregate create --zone az-east rack1; openstack aggregate add host rack1
+    compute2`: nova reports compute2 in az-east; two AZ aggregates join with ','."""
+    novadb, api = nova.novadb, nova.dep.api
+    for name, az in (("rack1", "az-east"), ("gpu", "az-gpu")):
+        now = utcnow()
+        agg = novadb.insert(api, "aggregates", {"created_at": now, "uuid": str(uuid.uuid4()), "name": name})
+        novadb.insert(api, "aggregate_metadata", {"created_at": now, "aggregate_id": agg,
+                                                  "key": "availability_zone", "value": az})
+        novadb.insert(api, "aggregate_hosts", {"created_at": now, "host": "compute2", "aggregate_id": agg})
+        if name == "rack1":
+            result = run(nova.config())
+            assert result.value("healthd_nova_services_up", binary="nova-compute", host="compute2",
+                                zone="az-east") == 1
+    result = run(nova.config())
+    assert result.value("healthd_nova_services_up", binary="nova-compute", host="compute2",
+                        zone="az-east,az-gpu") == 1
+    assert up(result, "compute1") == 1  # no aggregate: default_availability_zone
+    assert up(result, "ctl1", "nova-conductor") == 1  # "internal"
+    renamed = run(nova.config(), default_availability_zone="zone0", internal_service_availability_zone="ctl")
+    up_metric = "healthd_nova_services_up"
+    assert renamed.value(up_metric, binary="nova-compute", host="compute1", zone="zone0") == 1
+    assert renamed.value(up_metric, binary="nova-conductor", host="ctl1", zone="ctl") == 1
+
+
 def test_disabled_for_maintenance_is_not_an_outage(nova: Nova) -> None:
     nova.disable("compute2", "kernel upgrade TICKET-42")
     nova.stop("nova-compute", "compute2")
@@ -279,7 +309,8 @@ def test_disabled_for_maintenance_is_not_an_outage(nova: Nova) -> None:
     assert result.status is Status.OK
     [finding] = result.findings
     assert finding.severity is Severity.INFO and "kernel upgrade TICKET-42" in finding.message
-    assert result.value("healthd_nova_services_enabled", binary="nova-compute", host="compute2", zone="") == 0
+    labels = {"binary": "nova-compute", "host": "compute2", "zone": "nova"}
+    assert result.value("healthd_nova_services_enabled", **labels) == 0
     assert up(result, "compute2") == 0
     nova.disable("compute2", None)  # disabled without a reason: somebody should say why
     assert run(nova.config()).status is Status.WARNING
@@ -296,7 +327,7 @@ def test_forced_down_is_reported_as_such(nova: Nova) -> None:
     assert finding.severity is Severity.WARNING and "forced down" in finding.message
     assert "openstack compute service set --up compute2 nova-compute" in finding.remediation
     assert (
-        result.value("healthd_nova_services_forced_down", binary="nova-compute", host="compute2", zone="")
+        result.value("healthd_nova_services_forced_down", binary="nova-compute", host="compute2", zone="nova")
         == 1
     )
     assert up(result, "compute2") == 0
@@ -360,6 +391,8 @@ def test_password_never_leaves_the_probe(nova: Nova) -> None:
             f"SELECT ON `{api}`.`cell_mappings`",
             f"SELECT ON `{api}`.`build_requests`",
             f"SELECT ON `{api}`.`request_specs`",
+            f"SELECT ON `{api}`.`aggregate_hosts`",
+            f"SELECT ON `{api}`.`aggregate_metadata`",
             f"SELECT ON `{cell}`.`services`",
             f"SELECT ON `{cell}`.`instances`",
         ],

@@ -30,7 +30,9 @@
 --   cell_mapping                 nova_api.cell_mappings, nova_api.host_mappings;
 --                                <cell>.services, <cell>.compute_nodes
 --   nova_services (source: db)   nova_api.cell_mappings, nova_api.build_requests,
---                                nova_api.request_specs; <cell>.services, <cell>.instances
+--                                nova_api.request_specs, nova_api.aggregate_hosts,
+--                                nova_api.aggregate_metadata (zone labels);
+--                                <cell>.services, <cell>.instances
 --   disk_overcommit              nova_api.cell_mappings; <cell>.compute_nodes;
 --                                placement.resource_providers, placement.inventories,
 --                                placement.allocations, placement.resource_classes
@@ -41,11 +43,13 @@ CREATE USER IF NOT EXISTS '@HEALTHD_USER@'@'@HEALTHD_HOST@' IDENTIFIED BY '@HEAL
 GRANT SELECT ON `@KEYSTONE_DB@`.`service` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@KEYSTONE_DB@`.`endpoint` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 
--- nova_api: cells, host mappings, builds not yet in a cell
+-- nova_api: cells, host mappings, builds not yet in a cell, availability zones
 GRANT SELECT ON `@NOVA_API_DB@`.`cell_mappings` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`host_mappings` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`build_requests` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`request_specs` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_API_DB@`.`aggregate_hosts` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_API_DB@`.`aggregate_metadata` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 
 -- placement: DISK_GB inventory and usage
 GRANT SELECT ON `@PLACEMENT_DB@`.`resource_providers` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
