@@ -102,6 +102,15 @@ def build(novadb: NovaDB, hosts: int, rng: random.Random) -> Deployment:
         bulk(novadb, cell.db, "compute_nodes", nodes)
         bulk(novadb, cell.db, "instances", instances)
     bulk(novadb, dep.api, "host_mappings", mappings)
+    # Four availability zones (host aggregates with availability_zone metadata) over all computes.
+    zones = [novadb.insert(dep.api, "aggregates", {"created_at": week_ago, "uuid": str(uuid.uuid4()),
+                                                   "name": f"rack-{z}"}) for z in range(4)]
+    bulk(novadb, dep.api, "aggregate_metadata", [
+        {"created_at": week_ago, "aggregate_id": agg, "key": "availability_zone", "value": f"az{z}"}
+        for z, agg in enumerate(zones)])
+    bulk(novadb, dep.api, "aggregate_hosts", [
+        {"created_at": week_ago, "host": f"compute-{i:05d}", "aggregate_id": zones[i % 4]}
+        for i in range(hosts)])
     placement = dep.placement or ""
     bulk(novadb, placement, "resource_providers", providers)
     bulk(novadb, placement, "inventories", inventories)
