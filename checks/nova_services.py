@@ -248,15 +248,16 @@ def _load_db(ctx: Context, view: View, report: Report, s: NovaServicesProbe.Sett
     cells = backends.cells(ctx)
     if not cells:
         raise BackendUnavailable("nova_api.cell_mappings lists no cell besides cell0")
-    with backends.database("nova_api", ctx) as api:
-        if not merge:  # with source: both, the API names the zones
-            _load_zones(api, view, report)
-        if s.check_stuck_builds:
-            for row in api.query(BUILD_REQUESTS_SQL, (threshold,)):
-                view.stuck.append(
-                    Stuck(row["instance_uuid"], "", UNSCHEDULED, float(row["age"]), "scheduling")
-                )
-            view.stuck_cells.add(UNSCHEDULED)
+    if not merge or s.check_stuck_builds:
+        with backends.database("nova_api", ctx) as api:
+            if not merge:  # with source: both, the API names the zones
+                _load_zones(api, view, report)
+            if s.check_stuck_builds:
+                for row in api.query(BUILD_REQUESTS_SQL, (threshold,)):
+                    view.stuck.append(
+                        Stuck(row["instance_uuid"], "", UNSCHEDULED, float(row["age"]), "scheduling")
+                    )
+                view.stuck_cells.add(UNSCHEDULED)
     zone_of = _zone_rule(view, s)
     for cell in cells:
         with backends.cell_database(cell, ctx) as db:
