@@ -189,7 +189,8 @@ def _rabbitmqctl(*args: str) -> None:
 def rabbit_vhost(prefix: str = "healthd-test") -> Iterator[RabbitAccount]:
     """A new vhost and a user allowed into it (permissions that match nothing), removed after."""
     name = unique_name(prefix)
-    account = RabbitAccount(vhost=name, user=name, password=secrets.token_urlsafe(16))
+    # Hex: a password starting with "-" would be read as an option by rabbitmqctl (exit 64).
+    account = RabbitAccount(vhost=name, user=name, password=secrets.token_hex(16))
     _rabbitmqctl("add_vhost", account.vhost)
     try:
         _rabbitmqctl("add_user", account.user, account.password)
