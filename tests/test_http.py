@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import gzip
 import http.client
-import ipaddress
 import json
 import socket
 import ssl
@@ -16,10 +14,6 @@ from pathlib import Path
 
 import bcrypt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthd import webconfig
@@ -29,6 +23,7 @@ from healthd.http import HealthdServer, accepts_gzip, serve
 from healthd.model import MetricSpec, Report, Result
 from healthd.redact import register_secret
 from healthd.store import ResultStore
+from tests.helpers.certs import issue
 
 SPECS = (MetricSpec("healthd_web_up", "Web target answered.", ("target",)),)
 
@@ -238,34 +233,6 @@ def test_canary_secret_never_reaches_metrics_or_checks(env: Env) -> None:
 # ----------------------------------------------------------------------------- TLS and basic auth
 
 
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "healthd-test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "server.crt", tmp_path / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_file, key_file
-
-
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
@@ -276,7 +243,7 @@ HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 @pytest.fixture
 def tls_env(tmp_path: Path) -> Iterator[tuple[Env, ssl.SSLContext]]:
-    cert, _ = self_signed(tmp_path)
+    cert = issue(tmp_path)  # server.crt / server.key, signed by server-ca.crt
     # Relative paths: resolved against the web config's directory, as exporter-toolkit does.
     web = tmp_path / "web.yml"
     web.write_text(
@@ -284,11 +251,11 @@ def tls_env(tmp_path: Path) -> Iterator[tuple[Env, ssl.SSLContext]]:
         f"basic_auth_users:\n  prometheus: '{HASH}'\n"
     )
     env = Env(web_config=web)
-    yield env, ssl.create_default_context(cafile=str(cert))
+    yield env, ssl.create_default_context(cafile=str(cert.ca_file))
     env.close()
 
 
-def test_tls_with_trusted_self_signed_cert(tls_env: tuple[Env, ssl.SSLContext]) -> None:
+def test_tls_with_cert_from_a_trusted_ca(tls_env: tuple[Env, ssl.SSLContext]) -> None:
     env, trusted = tls_env
     assert env.server.url.startswith("https://127.0.0.1:")
     status, _, body = env.get("/metrics", basic("prometheus", PASSWORD), context=trusted)
@@ -365,7 +332,7 @@ def test_web_config_errors_never_echo_secrets(tmp_path: Path) -> None:
 def test_web_config_missing_files_and_bad_modes(tmp_path: Path) -> None:
     with pytest.raises(webconfig.WebConfigError, match="cert_file: no such file"):
         webconfig.load(write(tmp_path, "tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n"))
-    self_signed(tmp_path)
+    issue(tmp_path)
     base = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
     with pytest.raises(webconfig.WebConfigError, match="RequireAnyClientCert is not supported"):
         webconfig.load(write(tmp_path, base + "  client_auth_type: RequireAnyClientCert\n"))
@@ -373,23 +340,24 @@ def test_web_config_missing_files_and_bad_modes(tmp_path: Path) -> None:
         webconfig.load(write(tmp_path, base + "  client_auth_type: RequireAndVerifyClientCert\n"))
     with pytest.raises(webconfig.WebConfigError, match="min_version: must be one of"):
         webconfig.load(write(tmp_path, base + "  min_version: SSL3\n"))
-    config = webconfig.load(write(tmp_path, base + "  client_ca_file: server.crt\n"))
+    config = webconfig.load(write(tmp_path, base + "  client_ca_file: server-ca.crt\n"))
     assert config.ssl_context is not None
     assert config.ssl_context.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_mutual_tls(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)  # the same self-signed cert as server cert, client cert and CA
+    cert = issue(tmp_path)  # one CA signs the server cert, also presented as the client cert
     web = write(
         tmp_path,
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: server.crt\n",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_ca_file: server-ca.crt\n",
     )
     env = Env(web_config=web)
     try:
-        with_cert = ssl.create_default_context(cafile=str(cert))
-        with_cert.load_cert_chain(cert, key)
+        with_cert = ssl.create_default_context(cafile=str(cert.ca_file))
+        with_cert.load_cert_chain(cert.cert_file, cert.key_file)
         assert env.get("/healthz", context=with_cert)[0] == 200
-        without = ssl.create_default_context(cafile=str(cert))
+        without = ssl.create_default_context(cafile=str(cert.ca_file))
         with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
             env.get("/healthz", context=without)
     finally:
