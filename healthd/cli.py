@@ -27,24 +27,40 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every verb takes, before or after it (`healthd --config X check` and
+    `healthd check --config X`). After the verb they default to SUPPRESS, so an option given
+    before the verb is not overwritten by the subcommand's default."""
+    default = None if defaults else argparse.SUPPRESS
+    parser.add_argument("--config", default=default,
+                        help=f"YAML config (default: $HEALTHD_CONFIG or {default_path()})")
+    parser.add_argument("--log-format", choices=["plain", "json"], default=default)
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=default)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="healthd", description="Health-checker daemon for OpenStack clouds."
     )
     parser.add_argument("--version", action="version", version=f"healthd {__version__}")
-    parser.add_argument("--config", default=None,
-                        help=f"YAML config (default: $HEALTHD_CONFIG or {default_path()})")
-    parser.add_argument("--log-format", choices=["plain", "json"], default=None)
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    _global_options(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the daemon (scheduler + /metrics)")
-    run.add_argument("--listen", type=_listen, metavar="HOST:PORT", help="override server.listen_*")
-    check = sub.add_parser("check", help="run checks once, print findings, exit 0/1/2/3")
-    check.add_argument("names", nargs="*", metavar="NAME", help="checks to run (default: all enabled)")
-    check.add_argument("--format", choices=["table", "json"], default="table")
-    sub.add_parser("list", help="list the checks found (entry-point group healthd.checks)")
-    sub.add_parser("metrics", help="print the metrics reference (Markdown table) of the checks found")
-    sub.add_parser("validate-config", help="validate the config; exit 0 or 2 with the key at fault")
+    verbs = {
+        "run": "run the daemon (scheduler + /metrics)",
+        "check": "run checks once, print findings, exit 0/1/2/3",
+        "list": "list the checks found (entry-point group healthd.checks)",
+        "metrics": "print the metrics reference (Markdown table) of the checks found",
+        "validate-config": "validate the config; exit 0 or 2 with the key at fault",
+    }
+    parsers = {}
+    for verb, text in verbs.items():
+        parsers[verb] = sub.add_parser(verb, help=text, description=text)
+        _global_options(parsers[verb], defaults=False)
+    parsers["run"].add_argument("--listen", type=_listen, metavar="HOST:PORT",
+                                help="override server.listen_*")
+    parsers["check"].add_argument("names", nargs="*", metavar="NAME",
+                                  help="checks to run (default: all enabled)")
+    parsers["check"].add_argument("--format", choices=["table", "json"], default="table")
     return parser
 
 
@@ -85,7 +101,7 @@ def _list(available: Mapping[str, type[Probe]]) -> int:
 
 
 def _check(config: Config, available: Mapping[str, type[Probe]], names: list[str], fmt: str) -> int:
-    from healthd.backends import Backends
+    from healthd.connections import Backends
     from healthd.scheduler import run_once
 
     unknown_names = [n for n in names if n not in available]

@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from healthd.probe import Probe, ProbeSettings
+from healthd.dburl import parse_db_url
 from healthd.redact import register_secret
+
+if TYPE_CHECKING:
+    from healthd.probe import Probe
 
 DEFAULT_PATH = "/etc/healthd/healthd.yaml"
 
@@ -27,6 +30,14 @@ class ConfigError(Exception):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProbeSettings(_Strict):
+    """Per-probe config (``checks.<name>``); probes subclass it to add thresholds."""
+
+    enabled: bool = True
+    interval: float | None = Field(None, gt=0, description="seconds between runs")
+    timeout: float | None = Field(None, gt=0, description="seconds before the run is UNKNOWN")
 
 
 class Secret(_Strict):
@@ -68,19 +79,33 @@ class DatabaseConfig(Secret):
 
     @model_validator(mode="after")
     def _mysql_url(self) -> DatabaseConfig:
-        from healthd.dburl import parse_db_url  # local: avoids an import cycle
-
         parse_db_url(self.url)  # raises ValueError with a secret-free reason
         return self
 
 
-class DatabasesConfig(_Strict):
-    keystone: DatabaseConfig | None = None
-    nova_api: DatabaseConfig | None = None
-    placement: DatabaseConfig | None = None
-    # Cell databases are found in nova_api.cell_mappings; override by cell name or uuid
-    # where the mapped URL does not reach from this host.
-    cells: dict[str, DatabaseConfig] = Field(default_factory=dict)
+def _flatten_groups(value: Any) -> Any:
+    """``{cells: {cell1: {url: ...}}}`` -> ``{"cells.cell1": {url: ...}}``: one level of grouping.
+
+    Probes name databases freely (``nova_api``, ``cells.cell1``); a mapping without ``url``
+    is a group of named databases (e.g. overrides that a probe looks up by a prefix).
+    """
+    if not isinstance(value, Mapping):
+        return value
+    flat: dict[str, Any] = {}
+    for name, entry in value.items():
+        if isinstance(entry, Mapping) and "url" not in entry and entry and all(
+            isinstance(v, Mapping) for v in entry.values()
+        ):
+            flat.update({f"{name}.{member}": cfg for member, cfg in entry.items()})
+        elif isinstance(entry, Mapping) and not entry:
+            continue  # an empty group (cells: {})
+        else:
+            flat[str(name)] = entry
+    return flat
+
+
+# Named MySQL/MariaDB databases: backends.databases.<name>, or .<group>.<name>.
+DatabasesConfig = Annotated[dict[str, DatabaseConfig], BeforeValidator(_flatten_groups)]
 
 
 class OpenStackConfig(_Strict):
@@ -112,7 +137,7 @@ class MemcachedConfig(_Strict):
 
 class BackendsConfig(_Strict):
     openstack: OpenStackConfig | None = None
-    databases: DatabasesConfig = Field(default_factory=DatabasesConfig)
+    databases: DatabasesConfig = Field(default_factory=dict)
     memcached: MemcachedConfig = Field(default_factory=MemcachedConfig)
     # Timeout for probes that dial hosts themselves (AMQP handshakes, TCP checks).
     connect_timeout: float = Field(5.0, gt=0)
@@ -211,12 +236,7 @@ def _probe_settings(
 
 
 def _resolve_secrets(config: Config, source: str) -> None:
-    dbs = config.backends.databases
-    roles = {k: getattr(dbs, k) for k in ("keystone", "nova_api", "placement")}
-    roles.update({f"cells.{k}": v for k, v in dbs.cells.items()})
-    for role, db in roles.items():
-        if db is None:
-            continue
+    for role, db in config.backends.databases.items():
         try:
             db.resolve()
         except ValueError as exc:

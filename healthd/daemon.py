@@ -15,8 +15,8 @@ import threading
 from collections.abc import Mapping
 
 from healthd import __version__
-from healthd.backends import Backends
 from healthd.config import Config, ConfigError, load
+from healthd.connections import Backends
 from healthd.exporter import Exposition, validate_specs
 from healthd.http import serve
 from healthd.probe import Probe

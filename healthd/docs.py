@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthd.exporter import Exposition
-from healthd.model import Result, Sample, Status
+from healthd.model import Report
 from healthd.probe import Probe
 from healthd.store import ResultStore
 
@@ -24,8 +24,10 @@ def exported_metrics(available: Mapping[str, type[Probe]]) -> dict[str, tuple[st
         {name: cls.default_interval for name, cls in available.items()},
     )
     for name, cls in available.items():
-        samples = [Sample(m.name, tuple((label, "x") for label in m.labels), 1.0) for m in cls.metrics]
-        store.publish(Result(name, Status.OK, samples=samples, started_at=1.0, completed=True))
+        report = Report(name, cls.metrics)
+        for spec in cls.metrics:
+            report.metric(spec.name, 1.0, **dict.fromkeys(spec.labels, "x"))
+        store.publish(report.result(started_at=1.0, duration=0.0))
     exposition = Exposition(store)
     exposition.start()
     try:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from healthd import textformat
 from healthd.redact import redact
 
 
@@ -84,18 +85,39 @@ class Sample(NamedTuple):
     value: float
 
 
-@dataclass
+def family_help(check: str, spec: MetricSpec) -> str:
+    text = spec.help.strip()
+    if text and not text.endswith((".", "!", "?")):
+        text += "."
+    return f"{text} Cached from the last run of check {check}.".lstrip()
+
+
+def family_header(check: str, spec: MetricSpec) -> str:
+    kind = "counter" if spec.type is MetricType.COUNTER else "gauge"
+    return textformat.header(spec.name, family_help(check, spec), kind)
+
+
+def families_without_samples(check: str, specs: Iterable[MetricSpec]) -> bytes:
+    """HELP/TYPE of every declared metric: what a run that did not complete exports."""
+    return "".join(family_header(check, spec) for spec in specs).encode()
+
+
+@dataclass(frozen=True)
 class Result:
-    """What one probe run produced. Immutable once handed to the engine."""
+    """What one probe run produced. Immutable: it shares nothing mutable with the run."""
 
     check: str
     status: Status
     summary: str = ""
-    findings: list[Finding] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
+    findings: tuple[Finding, ...] = ()
+    samples: tuple[Sample, ...] = ()
     started_at: float = 0.0  # unix time
     duration: float = 0.0  # seconds
     completed: bool = False  # the probe ran to completion (healthd_check_up)
+    # The probe's families in the exposition format, rendered when the run ended; empty for
+    # a run that did not complete (the exporter then shows HELP/TYPE without samples).
+    exposition: bytes = field(default=b"", repr=False)
+    duplicates: int = 0  # samples dropped because their name and labels repeated
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -113,14 +135,15 @@ class Report:
     """Builder a probe fills during one run.
 
     It checks every sample against the probe's declared metrics, so a typo'd
-    name or label set fails loudly in tests, and drops duplicate label sets
-    (a single duplicate would make the whole scrape fail with HTTP 500).
+    name or label set fails loudly in tests, drops duplicate label sets (a
+    single duplicate would make the whole scrape fail), and formats each
+    sample's exposition line as it is reported: the exporter only joins them.
     """
 
     def __init__(self, check: str, metrics: Iterable[MetricSpec]) -> None:
         self.check = check
         self._specs = {m.name: (m, frozenset(m.labels)) for m in metrics}
-        self._samples: dict[tuple[str, tuple[tuple[str, str], ...]], Sample] = {}
+        self._entries: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Sample, str]] = {}
         self.findings: list[Finding] = []
         self.duplicates = 0
         self.summary = ""
@@ -135,12 +158,13 @@ class Report:
             )
         key_labels = tuple((k, redact(str(labels[k]))) for k in spec.labels)
         key = (name, key_labels)
-        if key in self._samples:
+        if key in self._entries:
             self.duplicates += 1
         value = float(value)
         if math.isnan(value) and spec.type is MetricType.COUNTER:
             raise ValueError(f"counter {name} must not be NaN")
-        self._samples[key] = Sample(name, key_labels, value)
+        shown = "1.0" if spec.type is MetricType.INFO else textformat.go_float(value)
+        self._entries[key] = (Sample(name, key_labels, value), f"{textformat.series_of(key)} {shown}\n")
 
     def finding(
         self, severity: Severity, subject: str, message: str, remediation: str = ""
@@ -148,6 +172,9 @@ class Report:
         self.findings.append(
             Finding(severity, redact(subject), redact(message), redact(remediation))
         )
+
+    def info(self, subject: str, message: str, remediation: str = "") -> None:
+        self.finding(Severity.INFO, subject, message, remediation)
 
     def warning(self, subject: str, message: str, remediation: str = "") -> None:
         self.finding(Severity.WARNING, subject, message, remediation)
@@ -157,10 +184,37 @@ class Report:
 
     @property
     def samples(self) -> list[Sample]:
-        return list(self._samples.values())
+        return [sample for sample, _ in self._entries.values()]
 
     def status(self) -> Status:
         return Status.worst(f.severity.status for f in self.findings)
+
+    def result(self, started_at: float, duration: float) -> Result:
+        """The completed run as an immutable Result, its exposition text joined."""
+        lines: dict[str, list[str]] = {name: [] for name in self._specs}
+        for (name, _), (_, text) in self._entries.items():
+            lines[name].append(text)
+        parts: list[str] = []
+        for name, (spec, _) in self._specs.items():
+            parts.append(family_header(self.check, spec))
+            parts.extend(lines[name])
+        status = self.status()
+        count = len(self.findings)
+        summary = self.summary or (
+            "no problems found" if not count else f"{count} finding(s), worst {status.name}"
+        )
+        return Result(
+            check=self.check,
+            status=status,
+            summary=redact(summary),
+            findings=tuple(self.findings),
+            samples=tuple(self.samples),
+            started_at=started_at,
+            duration=duration,
+            completed=True,
+            exposition="".join(parts).encode(),
+            duplicates=self.duplicates,
+        )
 
 
 def unknown(check: str, reason: str, started_at: float | None = None, duration: float = 0.0) -> Result:
@@ -177,5 +231,3 @@ def unknown(check: str, reason: str, started_at: float | None = None, duration: 
 
 def not_run_yet(check: str) -> Result:
     return unknown(check, "not run yet")
-
-

@@ -12,64 +12,122 @@ A probe says what it looks at and nothing about HTTP, Prometheus or threads:
             warning_ratio: float = Field(0.8, gt=0, le=1)
 
         def run(self, ctx: Context, report: Report) -> None:
-            with ctx.backends.database("nova_api", ctx) as db:
-                ...
+            with ctx.db("nova_api") as db:          # a read-only session, closed after the block
+                rows = db.query("SELECT host FROM host_mappings")
             report.metric("healthd_my_thing", 1, host="compute-1")
             report.critical("host compute-1", "what is wrong", "the fix")
 
 Register it under the entry-point group ``healthd.checks``.
+
+Every handle the context gives (``db``, ``db_at``, ``memcached``, ``tcp_connect``,
+``amqp_handshake``, ``openstack``) runs under the run's deadline: its connects and
+reads get the time that is left, and its sockets are shut down when the time is up.
+Failures are the typed errors of healthd/errors.py (``Refused``, ``TimedOut``,
+``AuthFailed``, ...); one that escapes ``run`` makes the probe UNKNOWN with its reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import time
-from collections.abc import Callable, Iterable
+import ssl
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from healthd.config import ProbeSettings
+from healthd.connections import Backends, Database, amqp_handshake, api_error, memcached, tcp_connect
+from healthd.deadline import Deadline
+from healthd.errors import BackendUnavailable, NotConfigured
 from healthd.model import MetricSpec, Report
 
-if TYPE_CHECKING:
-    from healthd.backends import Backends
-
+__all__ = ["BackendUnavailable", "Context", "Probe", "ProbeSettings"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-class BackendUnavailable(Exception):
-    """A backend the probe needs is down or misconfigured: the probe is UNKNOWN."""
-
-
-class ProbeSettings(BaseModel):
-    """Per-probe config; subclasses add thresholds. Unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    interval: float | None = Field(None, gt=0, description="seconds between runs")
-    timeout: float | None = Field(None, gt=0, description="seconds before the run is UNKNOWN")
-
-
 @dataclass
 class Context:
-    """What a probe gets for one run."""
+    """What a probe gets for one run: handles on the backends, under one deadline."""
 
     backends: Backends
-    timeout: float
-    deadline: float  # time.monotonic() value after which the run is abandoned
+    deadline: Deadline
     log: logging.Logger
     state: dict[str, Any] = field(default_factory=dict)  # kept between runs (counters, deltas)
 
-    def remaining(self, cap: float | None = None) -> float:
-        """Seconds left before the deadline (at least 0.1), optionally capped."""
-        left = max(0.1, self.deadline - time.monotonic())
-        return min(left, cap) if cap is not None else left
+    @property
+    def timeout(self) -> float:
+        return self.deadline.timeout
 
+    def remaining(self, cap: float | None = None) -> float:
+        """Seconds left before the deadline (at least 0.05), optionally capped."""
+        return self.deadline.remaining(cap)
+
+    # -- databases ----------------------------------------------------------------------
+    def has_db(self, name: str) -> bool:
+        """Whether backends.databases.<name> is configured (for optional sources)."""
+        return self.backends.database_config(name) is not None
+
+    def db(self, name: str) -> contextlib.AbstractContextManager[Database]:
+        """A read-only session on backends.databases.<name>; closed when the block ends."""
+        return self.backends.database(name, self.deadline)
+
+    def db_at(self, url: str, name: str, config_key: str = "") -> contextlib.AbstractContextManager[Database]:
+        """A read-only session on a database the cloud itself names (e.g. a cell's URL).
+
+        ``config_key`` is the backends.databases entry that would override it (named in errors).
+        """
+        return self.backends.database_at(url, name, self.deadline, config_key)
+
+    # -- sockets ------------------------------------------------------------------------
+    def tcp_connect(self, host: str, port: int) -> None:
+        tcp_connect(host, port, self.deadline, self.backends.config.connect_timeout)
+
+    def memcached_servers(self) -> list[str]:
+        """backends.memcached.servers, as configured."""
+        return list(self.backends.config.memcached.servers)
+
+    def memcached(self, server: str) -> contextlib.AbstractContextManager[Any]:
+        """A connected pymemcache client for ``host:port``; closed when the block ends."""
+        mc = self.backends.config.memcached
+        return memcached(server, self.deadline, mc.connect_timeout, mc.timeout)
+
+    def amqp_handshake(self, host: str, port: int, user: str, password: str, vhost: str,
+                       tls: ssl.SSLContext | None = None) -> None:
+        """Log in to an AMQP 0-9-1 broker and open the vhost, then close."""
+        amqp_handshake(host, port, user, password, vhost, self.deadline,
+                       self.backends.config.connect_timeout, tls)
+
+    # -- OpenStack APIs -----------------------------------------------------------------
+    def openstack(self) -> Any:
+        """An openstacksdk Connection whose HTTP calls all end by the run's deadline."""
+        api = self.backends.openstack
+        if api is None:
+            raise NotConfigured("no OpenStack cloud configured (backends.openstack)")
+        try:
+            return api.connect(self.deadline)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            raise api_error("OpenStack connection", exc, self.deadline) from None
+
+    @contextlib.contextmanager
+    def api_call(self, what: str) -> Iterator[None]:
+        """Turn an API failure inside the block into a typed error naming ``what``."""
+        try:
+            yield
+        except BackendUnavailable:
+            raise
+        except Exception as exc:
+            if not _is_api_error(exc):
+                raise
+            if self.backends.openstack is not None:
+                self.backends.openstack.reset()  # its token may be what broke
+            raise api_error(what, exc, self.deadline) from None
+
+    # -- fan-out ------------------------------------------------------------------------
     def map_parallel(
         self,
         fn: Callable[[T], R],
@@ -79,8 +137,8 @@ class Context:
     ) -> dict[T, R]:
         """fn(item) for every item, a few at a time, until the deadline.
 
-        Items not done by then get on_deadline(item). fn must carry its own I/O
-        timeouts: threads still running are left to end by themselves.
+        Items not done by then get on_deadline(item). The handles fn uses are under the
+        same deadline, so the threads still running end right after it.
         """
         items = list(dict.fromkeys(items))
         if not items:
@@ -97,12 +155,20 @@ class Context:
         }
 
 
+def _is_api_error(exc: BaseException) -> bool:
+    from keystoneauth1 import exceptions as ks_exc
+    from openstack import exceptions as os_exc
+    from requests import RequestException
+
+    return isinstance(exc, os_exc.SDKException | ks_exc.ClientException | RequestException | OSError)
+
+
 class Probe:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     default_interval: ClassVar[float] = 60.0
     default_timeout: ClassVar[float] = 30.0
-    # Backends the probe needs: "openstack", "db:<role>", "cells", "memcached".
+    # Backends the probe needs, shown by `healthd list`: "openstack", "db:<name>", "memcached", ...
     requires: ClassVar[tuple[str, ...]] = ()
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
     Settings: ClassVar[type[ProbeSettings]] = ProbeSettings

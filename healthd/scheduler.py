@@ -4,8 +4,9 @@
   never overlaps itself.
 - A run that outlives its timeout is reported UNKNOWN at once and abandoned:
   its slot is released so it cannot starve the other probes. Python cannot
-  kill a thread, so every I/O call a probe makes carries its own timeout and
-  the abandoned run ends by itself; until it has, that probe is not started
+  kill a thread, so the run's deadline is handed to every connection the
+  probe opens and shuts their sockets down when it passes (healthd/deadline.py):
+  the abandoned run ends right after. Until it has, that probe is not started
   again, so abandoned threads can never pile up beyond one per probe.
 - An exception is caught, logged once (until the error changes) and reported
   as UNKNOWN; BackendUnavailable is UNKNOWN with the backend's reason.
@@ -21,56 +22,45 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from healthd.backends import Backends
 from healthd.config import SchedulerConfig
-from healthd.model import Report, Result, Status, unknown
-from healthd.probe import BackendUnavailable, Context, Probe
-from healthd.redact import describe_error, redact
+from healthd.connections import Backends
+from healthd.deadline import Deadline
+from healthd.errors import BackendUnavailable
+from healthd.model import Report, Result, unknown
+from healthd.probe import Context, Probe
+from healthd.redact import describe_error
 from healthd.store import ResultStore
 
 log = logging.getLogger(__name__)
 
 
 def execute(probe: Probe, backends: Backends, state: dict[str, Any] | None = None) -> Result:
-    """Run one probe once, synchronously, and turn whatever happens into a Result."""
+    """Run one probe once, synchronously, and turn whatever happens into a Result.
+
+    The run's deadline is handed to every handle the probe opens; when it passes, their
+    sockets are shut down, so the run ends shortly after even if a peer never answers.
+    """
     state = {} if state is None else state
     started, t0 = time.time(), time.monotonic()
-    ctx = Context(
-        backends=backends,
-        timeout=probe.timeout,
-        deadline=t0 + probe.timeout,
-        log=logging.getLogger(f"healthd.checks.{probe.name}"),
-        state=state,
-    )
+    deadline = Deadline(probe.timeout)
+    ctx = Context(backends, deadline, logging.getLogger(f"healthd.checks.{probe.name}"), state)
     report = Report(probe.name, probe.metrics)
     try:
         probe.run(ctx, report)
     except BackendUnavailable as exc:
-        _note_error(probe.name, state, redact(str(exc)), None)
+        _note_error(probe.name, state, str(exc), None)
         return unknown(probe.name, str(exc), started, time.monotonic() - t0)
     except Exception as exc:
         reason = f"probe crashed: {describe_error(exc)}"
         _note_error(probe.name, state, reason, exc)
         return unknown(probe.name, reason, started, time.monotonic() - t0)
+    finally:
+        deadline.close()
     state.pop("_last_error", None)
     if report.duplicates:
         log.warning("check %s emitted %d duplicate samples; kept the last of each",
                     probe.name, report.duplicates)
-    status = report.status()
-    return Result(
-        check=probe.name,
-        status=status,
-        summary=report.summary or _default_summary(status, len(report.findings)),
-        findings=report.findings,
-        samples=report.samples,
-        started_at=started,
-        duration=time.monotonic() - t0,
-        completed=True,
-    )
-
-
-def _default_summary(status: Status, findings: int) -> str:
-    return "no problems found" if not findings else f"{findings} finding(s), worst {status.name}"
+    return report.result(started, time.monotonic() - t0)
 
 
 def _note_error(name: str, state: dict[str, Any], reason: str, exc: BaseException | None) -> None:

@@ -50,14 +50,14 @@ def main():
             s = socket.create_connection(('127.0.0.1', port), timeout=2)
         except OSError as exc:
             refused += 1
-            last_refusal = 'connect: %s' % exc
+            last_refusal = f'connect: {exc}'
             continue
         try:
             s.sendall(b'version\r\n')
             reply = s.recv(200)
         except OSError as exc:
             reply = b''
-            last_refusal = 'no reply: %s' % exc
+            last_refusal = f'no reply: {exc}'
         if reply.startswith(b'VERSION'):
             held.append(s)
             continue

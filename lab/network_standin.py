@@ -34,7 +34,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, {'versions': [{
                 'id': 'v2.0', 'status': 'CURRENT',
                 'links': [{'rel': 'self',
-                           'href': 'http://127.0.0.1:%d/v2.0/' % port}]}]})
+                           'href': f'http://127.0.0.1:{port}/v2.0/'}]}]})
         parts = [p for p in path.split('/') if p]
         if parts and parts[0] == 'v2.0':
             parts = parts[1:]
@@ -57,14 +57,14 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = _notimpl
 
     def log_message(self, fmt, *args):
-        sys.stdout.write('%s %s\n' % (self.address_string(), fmt % args))
+        sys.stdout.write(f'{self.address_string()} {fmt % args}\n')
         sys.stdout.flush()
 
 
 def main():
     port = int(sys.argv[1])
     srv = ThreadingHTTPServer(('127.0.0.1', port), Handler)
-    print('network stand-in on 127.0.0.1:%d' % port, flush=True)
+    print(f'network stand-in on 127.0.0.1:{port}', flush=True)
     srv.serve_forever()
 
 

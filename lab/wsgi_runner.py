@@ -23,7 +23,7 @@ def main():
     from cheroot import wsgi
 
     server = wsgi.Server(('127.0.0.1', port), app, numthreads=8,
-                         server_name='healthd-lab-%s' % name,
+                         server_name=f'healthd-lab-{name}',
                          request_queue_size=64)
 
     def _stop(signum, frame):
@@ -32,7 +32,7 @@ def main():
         os._exit(0)
 
     signal.signal(signal.SIGTERM, _stop)
-    print('%s: serving %s on 127.0.0.1:%d' % (name, module, port), flush=True)
+    print(f'{name}: serving {module} on 127.0.0.1:{port}', flush=True)
     try:
         server.start()
     except KeyboardInterrupt:

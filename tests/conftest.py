@@ -1,5 +1,12 @@
-"""Shared test setup: the pretend third-party probes in tests/plugins are installed
-by putting their folder on sys.path (and PYTHONPATH for subprocesses)."""
+"""Shared test setup.
+
+- The pretend third-party probes in tests/plugins are installed by putting their
+  folder on sys.path (and PYTHONPATH for subprocesses).
+- Markers by folder: tests/unit/ holds the fast tests (plain data, no server, no
+  root); tests/e2e/ is marked ``e2e`` (the lab); every other test is marked
+  ``backend`` (real MariaDB, RabbitMQ, memcached, promtool...). So
+  ``scripts/test -m "not e2e and not backend"`` runs exactly tests/unit.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,19 @@ import pytest
 PLUGINS = str(Path(__file__).parent / "plugins")
 if PLUGINS not in sys.path:
     sys.path.insert(0, PLUGINS)
+
+
+UNIT = Path(__file__).parent / "unit"
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath))
+        if E2E in path.parents:
+            item.add_marker(pytest.mark.e2e)
+        elif UNIT not in path.parents:
+            item.add_marker(pytest.mark.backend)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ at the end, so the next run reuses it too); otherwise the fixture starts a
 fresh lab and tears it down (``down``) at the end of the session.
 HEALTHD_LAB_DIR chooses where the lab lives (default <repo>/.lab).
 
-``lab_api`` gives the lab's Python API (module lab/healthd_lab.py), e.g.
+``lab_api`` gives the lab's Python API (package lab/healthd_lab/), e.g.
 ``lab_api.inject("compute-down")`` / ``lab_api.revert("compute-down")``.
 """
 from __future__ import annotations

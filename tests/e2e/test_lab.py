@@ -32,7 +32,7 @@ def osc(lab, *args, parse=True):
         argv += ["-f", "json"]
     res = subprocess.run(argv, capture_output=True, text=True, env=_env(lab),
                          timeout=300)
-    assert res.returncode == 0, "%s\n%s%s" % (" ".join(args), res.stdout, res.stderr)
+    assert res.returncode == 0, f"{' '.join(args)}\n{res.stdout}{res.stderr}"
     return json.loads(res.stdout) if parse and res.stdout.strip() else res.stdout
 
 
@@ -83,7 +83,7 @@ def wait_for(pred, timeout=60, interval=1.0, what="condition"):
         if value:
             return value
         if time.time() > deadline:
-            raise AssertionError("timed out waiting for %s" % what)
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
 
 
@@ -110,13 +110,13 @@ def test_catalog_has_the_services_with_three_interfaces(lab):
 def test_healthd_yaml_shape(lab):
     text = Path(lab["healthd_yaml"]).read_text()
     p = lab["paths"]
-    for needle in ("listen_address: 127.0.0.1", "port: %d" % lab["ports"]["healthd"],
+    for needle in ("listen_address: 127.0.0.1", f"port: {lab['ports']['healthd']}",
                    "cloud: healthd-lab", "clouds_yaml: " + p["clouds_yaml"],
                    "region_name: RegionOne", "interface: public",
-                   *["mysql+pymysql://%s@127.0.0.1:3306/%s" % (L.READER_DB_USER, L.DBS[d])
+                   *[f"mysql+pymysql://{L.READER_DB_USER}@127.0.0.1:3306/{L.DBS[d]}"
                      for d in ("keystone", "nova_api", "placement")],
-                   "127.0.0.1:%d" % lab["ports"]["memcached"],
-                   "127.0.0.1:%d" % lab["ports"]["memcached_sat"],
+                   f"127.0.0.1:{lab['ports']['memcached']}",
+                   f"127.0.0.1:{lab['ports']['memcached_sat']}",
                    p["keystone_conf"]):
         assert needle in text, needle
     try:
@@ -147,14 +147,14 @@ def test_reader_db_user_is_select_only(lab):
 
 
 def test_server_boots_active_on_fake_driver(lab):
-    name = "e2e-boot-%d" % os.getpid()
+    name = f"e2e-boot-{os.getpid()}"
     t0 = time.time()
     server = osc(lab, "server", "create", "--flavor", "lab-tiny", "--image",
                  "lab-image", "--nic", "none", "--wait", name)
     try:
         assert server["status"] == "ACTIVE"
         assert server["OS-EXT-SRV-ATTR:host"] in ("lab-compute1", "lab-compute2")
-        print("server ACTIVE after %.1fs (including client start-up)" % (time.time() - t0))
+        print(f"server ACTIVE after {time.time() - t0:.1f}s (including client start-up)")
     finally:
         osc(lab, "server", "delete", "--wait", server["id"] if server else name,
             parse=False)
@@ -270,9 +270,9 @@ def test_fault_bad_config_hosts(lab, lab_api):
     info = lab_api.inject("bad-config-hosts")
     try:
         text = bad.read_text()
-        assert "@127.0.0.1:%d/" % info["rabbit_port"] in text
-        assert "memcache_servers = 127.0.0.1:%d" % info["memcached_port"] in text
-        assert "memcached_servers = 127.0.0.1:%d" % lab["ports"]["memcached"] in text
+        assert f"@127.0.0.1:{info['rabbit_port']}/" in text
+        assert f"memcache_servers = 127.0.0.1:{info['memcached_port']}" in text
+        assert f"memcached_servers = 127.0.0.1:{lab['ports']['memcached']}" in text
         for port in (info["rabbit_port"], info["memcached_port"]):
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -294,4 +294,4 @@ def test_all_faults_together_then_clean(lab, lab_api):
         lab_api.revert("all")
     ok, report = lab_api.status()
     assert ok, report
-    print("inject all + revert all: %.0fs" % (time.time() - t0))
+    print(f"inject all + revert all: {time.time() - t0:.0f}s")

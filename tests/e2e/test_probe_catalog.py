@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from checks.catalog import CatalogProbe
-from healthd.backends import Backends
+from healthd.connections import Backends
 from healthd.model import Status
 from tests.helpers.probes import ProbeRun, lab_backends, run_probe
 from tests.helpers.servers import free_port

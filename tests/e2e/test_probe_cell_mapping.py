@@ -16,7 +16,7 @@ import pytest
 import healthd.config
 import healthd.registry
 from checks.cell_mapping import CellMappingProbe
-from healthd.backends import Backends
+from healthd.connections import Backends
 from healthd.model import Severity, Status
 from tests.helpers.probes import ProbeRun, lab_backends, run_probe
 from tests.helpers.servers import free_port

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from healthd.backends import Backends
 from healthd.config import BackendsConfig
+from healthd.connections import Backends
 from healthd.model import Finding, Result, Severity, Status
 from healthd.probe import Probe
 from healthd.scheduler import execute
@@ -28,7 +28,7 @@ class ProbeRun:
 
     @property
     def findings(self) -> list[Finding]:
-        return self.result.findings
+        return list(self.result.findings)
 
     @property
     def summary(self) -> str:

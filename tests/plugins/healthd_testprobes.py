@@ -71,12 +71,10 @@ class MemcachedPingProbe(Probe):
     metrics = (MetricSpec("healthd_t_mcping_up", "1 if the server answered.", ("server",)),)
 
     def run(self, ctx: Context, report: Report) -> None:
-        for server in ctx.backends.memcached_servers():
-            client = ctx.backends.memcached(server, ctx)
-            try:
-                client.version()
-            except OSError as exc:
-                raise BackendUnavailable(f"memcached {server}: {exc}") from None
-            finally:
-                client.close()
+        for server in ctx.memcached_servers():
+            with ctx.memcached(server) as client:  # a refused connection raises Refused: UNKNOWN
+                try:
+                    client.version()
+                except OSError as exc:
+                    raise BackendUnavailable(f"memcached {server}: {exc}") from None
             report.metric("healthd_t_mcping_up", 1, server=server)

@@ -8,7 +8,7 @@ from pathlib import Path
 from healthd.docs import exported_metrics, readme_table
 from healthd.registry import discover
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 ROW = re.compile(r"^\| `(?P<name>[a-z_]+)` \| (?P<type>\w+) \| (?P<labels>[^|]*) \|")
 
 

@@ -1,31 +1,19 @@
-"""The exposition rendered from the result store, parsed back with prometheus_client."""
+"""The exposition joined from the result store, parsed back with prometheus_client."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
-import os
 import time
-import zlib
-from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from healthd import exporter
-from healthd.exporter import (
-    SELF_METRICS,
-    Exposition,
-    SpecError,
-    checks_document,
-    probe_families,
-    render_families,
-    render_in_child,
-    render_probe,
-    validate_specs,
-)
-from healthd.model import MetricSpec, MetricType, Report, Result, Sample, Status, unknown
+from healthd.exporter import SELF_METRICS, Exposition, SpecError, checks_document, validate_specs
+from healthd.model import MetricSpec, MetricType, Report, Result, Status, unknown
 from healthd.store import ResultStore
 
 DISK = (
@@ -51,16 +39,7 @@ def value(families: dict[str, list], family: str, **labels: str) -> float:
 def completed(check: str, specs: tuple[MetricSpec, ...], fill) -> Result:
     report = Report(check, specs)
     fill(report)
-    return Result(
-        check=check,
-        status=report.status(),
-        summary=report.summary,
-        findings=report.findings,
-        samples=report.samples,
-        started_at=time.time(),
-        duration=0.25,
-        completed=True,
-    )
+    return report.result(started_at=time.time(), duration=0.25)
 
 
 @pytest.fixture
@@ -145,14 +124,26 @@ def test_unknown_run_hides_the_samples_of_an_older_completed_run(
 
 
 def test_duplicates_never_reach_the_exposition(store: ResultStore, exposition: Exposition) -> None:
-    # Built by hand: Report would already have dropped these.
-    dup = Sample("healthd_net_up", (("target", "a"),), 1.0)
-    other = Sample("healthd_net_up", (("target", "b"),), 0.0)
-    undeclared = Sample("healthd_net_nope", (), 1.0)
-    result = Result("net", Status.OK, samples=[dup, dup, other, undeclared], completed=True)
-    fams = publish(store, exposition, result)  # the parser raises on an invalid exposition
-    assert [s.labels for s in fams["healthd_net_up"]] == [{"target": "a"}, {"target": "b"}]
-    assert value(fams, "healthd_exporter_duplicate_samples") >= 2
+    def fill(r: Report) -> None:
+        r.metric("healthd_net_up", 1, target="a")
+        r.metric("healthd_net_up", 0, target="b")
+        r.metric("healthd_net_up", 0, target="a")  # the same series again: the last value wins
+
+    fams = publish(store, exposition, completed("net", NET, fill))  # the parser raises on invalid text
+    assert [(s.labels, s.value) for s in fams["healthd_net_up"]] == [
+        ({"target": "a"}, 0), ({"target": "b"}, 0)
+    ]
+    assert value(fams, "healthd_exporter_duplicate_samples") == 1
+    fams = publish(store, exposition, unknown("disk", "down", time.time()))
+    assert value(fams, "healthd_exporter_duplicate_samples") == 1  # counted once per result
+
+
+def test_undeclared_metric_or_wrong_labels_fail_loudly() -> None:
+    report = Report("net", NET)
+    with pytest.raises(ValueError, match="undeclared metric healthd_net_nope"):
+        report.metric("healthd_net_nope", 1)
+    with pytest.raises(ValueError, match="needs labels"):
+        report.metric("healthd_net_up", 1, host="a")
 
 
 def test_label_values_are_escaped(store: ResultStore, exposition: Exposition) -> None:
@@ -171,42 +162,80 @@ def test_removed_probe_disappears(store: ResultStore, exposition: Exposition) ->
     assert {s.labels["check"] for s in fams["healthd_check_status"]} == {"net"}
 
 
-def test_only_changed_probes_are_rendered_again(store: ResultStore, exposition: Exposition) -> None:
+def test_a_published_result_is_joined_not_rendered_again(store: ResultStore, exposition: Exposition) -> None:
     disk = completed("disk", DISK, lambda r: r.metric("healthd_disk_hosts", 7))
     publish(store, exposition, disk)
-    chunk = exposition._chunks["disk"].text
     publish(store, exposition, completed("net", NET, lambda r: r.metric("healthd_net_up", 1, target="x")))
-    assert exposition._chunks["disk"].text is chunk  # reused, not rendered again
-    assert chunk in exposition.current().body
+    body = exposition.current().body
+    assert disk.exposition in body  # the probe's own bytes, as Report made them
+    assert body.count(b"# TYPE healthd_disk_hosts gauge") == 1
 
 
-def test_fast_renderer_is_byte_identical_to_generate_latest() -> None:
-    def fill(r: Report) -> None:
-        for i in range(50):
-            r.metric("healthd_disk_free_bytes", i * 1.5e10, host=f'h"{i}\\\n', cell="c1")
-            r.metric("healthd_disk_errors_total", i, host=f"h{i}")
-        r.metric("healthd_disk_free_bytes", float("inf"), host="inf", cell="c")
-        r.metric("healthd_disk_free_bytes", float("nan"), host="nan", cell="c")
-        r.metric("healthd_disk_free_bytes", -0.000001, host="neg", cell="c")
-        for i, v in enumerate((1234567.0, 123456.0, 0.1, 1e-7, -1e300, 1e22, 12345678, float("-inf"))):
-            r.metric("healthd_disk_free_bytes", v, host=f"v{i}", cell="c")
-        r.metric("healthd_disk_version_info", 1, version="9")
-        r.metric("healthd_disk_hosts", 123456789012)
-
-    result = completed("disk", DISK, fill)
-    fast, skipped = render_probe("disk", DISK, result)
-    families, _ = probe_families("disk", DISK, result)
-    assert skipped == 0
-    assert fast == render_families(families)
+def test_gzip_is_the_body(store: ResultStore, exposition: Exposition) -> None:
+    for i in range(3):
+        result = completed("net", NET, lambda r, i=i: r.metric("healthd_net_up", i, target="x"))
+        publish(store, exposition, result)
+        rendered = exposition.current()
+        assert gzip.decompress(rendered.gzipped) == rendered.body
 
 
-def test_full_collector_agrees_with_chunked_render(store: ResultStore, exposition: Exposition) -> None:
-    publish(store, exposition, completed("disk", DISK, lambda r: r.metric("healthd_disk_hosts", 1)))
-    chunked = parse(exposition.current().body)
-    full = parse(generate_latest(exposition.registry))
-    chunked.pop("healthd_exposition_render_seconds")
-    full.pop("healthd_exposition_render_seconds")
-    assert chunked == full
+def fill_everything(r: Report) -> None:
+    for i in range(50):
+        r.metric("healthd_disk_free_bytes", i * 1.5e10, host=f'h"{i}\\\n', cell="c1")
+        r.metric("healthd_disk_errors_total", i, host=f"h{i}")
+    r.metric("healthd_disk_free_bytes", float("inf"), host="inf", cell="c")
+    r.metric("healthd_disk_free_bytes", float("nan"), host="nan", cell="c")
+    r.metric("healthd_disk_free_bytes", -0.000001, host="neg", cell="c")
+    for i, v in enumerate((1234567.0, 123456.0, 0.1, 1e-7, -1e300, 1e22, 12345678, float("-inf"))):
+        r.metric("healthd_disk_free_bytes", v, host=f"v{i}", cell="c")
+    r.metric("healthd_disk_version_info", 1, version="9")
+    r.metric("healthd_disk_hosts", 123456789012)
+
+
+def test_report_text_is_byte_identical_to_prometheus_client() -> None:
+    """The one renderer writes what prometheus_client's generate_latest writes for the same data."""
+    result = completed("disk", DISK, fill_everything)
+    families = []
+    for spec in DISK:
+        help_text = f"{spec.help}. Cached from the last run of check disk."
+        labels = list(spec.labels)
+        if spec.type is MetricType.COUNTER:
+            family = CounterMetricFamily(spec.name, help_text, labels=labels)
+        elif spec.type is MetricType.INFO:
+            family = InfoMetricFamily(spec.name.removesuffix("_info"), help_text, labels=labels)
+        else:
+            family = GaugeMetricFamily(spec.name, help_text, labels=labels)
+        for sample in result.samples:
+            if sample.name == spec.name:
+                values = [dict(sample.labels)[k] for k in spec.labels]
+                if spec.type is MetricType.INFO:
+                    family.add_metric(values, {})
+                else:
+                    family.add_metric(values, sample.value)
+        families.append(family)
+
+    class Fixed:
+        def collect(self):
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())
+    assert result.exposition == generate_latest(registry)
+
+
+def test_published_result_shares_nothing_mutable_with_its_report() -> None:
+    report = Report("net", NET)
+    report.metric("healthd_net_up", 1, target="a")
+    report.warning("target a", "flapping")
+    result = report.result(1.0, 0.1)
+    report.metric("healthd_net_up", 0, target="b")
+    report.critical("target b", "down")
+    assert [f.subject for f in result.findings] == ["target a"]
+    assert [dict(s.labels)["target"] for s in result.samples] == ["a"]
+    assert b'target="b"' not in result.exposition
+    assert isinstance(result.findings, tuple) and isinstance(result.samples, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.status = Status.CRITICAL  # type: ignore[misc]
 
 
 def test_checks_document_shape(store: ResultStore) -> None:
@@ -264,93 +293,6 @@ def many_disk_samples(report: Report) -> None:
         report.metric("healthd_disk_free_bytes", i * 1.5e9, host=f"compute-{i}", cell=f"cell{i % 3}")
         report.metric("healthd_disk_errors_total", i, host=f"compute-{i}")
     report.metric("healthd_disk_hosts", 300)
-
-
-def render_with(fork_min_samples: int | None, result: Result, **kwargs) -> Exposition:
-    store = ResultStore()
-    store.reset([("disk", DISK), ("net", NET)])
-    store.publish(result)
-    exp = Exposition(store, fork_min_samples=fork_min_samples, **kwargs)
-    exp.start()  # renders the current snapshot before returning
-    exp.stop()
-    return exp
-
-
-def assert_one_gzip_member_of(body: bytes, gzipped: bytes) -> None:
-    # One member, not several: some clients (older curl) decode only the first.
-    inflater = zlib.decompressobj(wbits=31)
-    assert inflater.decompress(gzipped) == body
-    assert inflater.eof
-    assert inflater.unused_data == b""
-    assert gzip.decompress(gzipped) == body
-
-
-def body_without_render_time(exp: Exposition) -> bytes:
-    lines = exp.current().body.splitlines(keepends=True)
-    return b"".join(line for line in lines if not line.startswith(b"healthd_exposition_render_seconds "))
-
-
-def test_chunk_rendered_in_a_child_equals_in_thread_render() -> None:
-    result = completed("disk", DISK, many_disk_samples)
-    forked = render_with(1, result)
-    in_thread = render_with(None, result)
-    assert forked.forked_renders == 1  # disk only: net has not completed a run
-    assert in_thread.forked_renders == 0
-    assert body_without_render_time(forked) == body_without_render_time(in_thread)
-    assert_one_gzip_member_of(forked.current().body, forked.current().gzipped)
-    assert value(parse(forked.current().body), "healthd_disk_hosts") == 300
-
-
-def test_render_in_child_reports_skipped_samples() -> None:
-    dup = Sample("healthd_net_up", (("target", "a"),), 1.0)
-    result = Result("net", Status.OK, samples=[dup, dup, Sample("healthd_net_nope", (), 1.0)], completed=True)
-    text, deflated, skipped = render_in_child("net", NET, result)
-    assert (text, skipped) == render_probe("net", NET, result)
-    assert zlib.decompress(deflated + b"\x03\x00", wbits=-15) == text
-
-
-def test_gzip_stays_one_valid_member_as_chunks_change(store: ResultStore, exposition: Exposition) -> None:
-    publish(store, exposition, completed("disk", DISK, many_disk_samples))
-    for i in range(3):
-        publish(
-            store, exposition, completed("net", NET, lambda r, i=i: r.metric("healthd_net_up", i, target="x"))
-        )
-        assert_one_gzip_member_of(exposition.current().body, exposition.current().gzipped)
-
-
-def test_failed_fork_falls_back_to_rendering_in_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_fork() -> int:
-        raise BlockingIOError(11, "Resource temporarily unavailable")
-
-    monkeypatch.setattr(exporter.os, "fork", no_fork)
-    exp = render_with(1, completed("disk", DISK, many_disk_samples))
-    assert exp.forked_renders == 0
-    assert value(parse(exp.current().body), "healthd_disk_hosts") == 300
-
-
-@pytest.mark.parametrize("failure", ["hang", "crash"])
-def test_failing_child_is_reaped_and_chunk_rendered_in_thread(
-    failure: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    parent = os.getpid()
-    real_render = exporter.render_probe
-
-    def render_failing_in_child(*args, **kwargs):
-        if os.getpid() != parent:
-            (tmp_path / "child.pid").write_text(str(os.getpid()))
-            if failure == "hang":
-                time.sleep(60)
-            raise RuntimeError("renderer bug")
-        return real_render(*args, **kwargs)
-
-    monkeypatch.setattr(exporter, "render_probe", render_failing_in_child)
-    exp = render_with(1, completed("disk", DISK, many_disk_samples), fork_timeout=1.0)
-    assert exp.forked_renders == 0
-    assert value(parse(exp.current().body), "healthd_disk_hosts") == 300
-    assert_one_gzip_member_of(exp.current().body, exp.current().gzipped)
-    child = int((tmp_path / "child.pid").read_text())
-    with pytest.raises(ChildProcessError):  # killed (if hung) and reaped: no zombie left
-        os.waitpid(child, os.WNOHANG)
 
 
 def test_check_interval_is_exported_and_survives_publishes(store: ResultStore) -> None:

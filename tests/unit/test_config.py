@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,25 @@ def test_validate_config_exit_codes(tmp_path):
 def test_missing_config_file(tmp_path):
     res = run_cli("--config", str(tmp_path / "nope.yaml"), "validate-config")
     assert res.returncode == 2 and "nope.yaml: cannot read" in res.stderr
+
+
+@pytest.mark.parametrize("order", ["option first", "verb first"])
+def test_options_work_before_or_after_the_verb(tmp_path, order):
+    good = write(tmp_path, "checks:\n  t_sleep: {enabled: false}\n  t_boom: {enabled: false}\n"
+                 "  t_mcping: {enabled: false}\n")
+    for verb in (["validate-config"], ["check", "t_echo"]):
+        args = ["--config", str(good), "--log-level", "ERROR"]
+        argv = [*args, *verb] if order == "option first" else [*verb, *args]
+        res = run_cli(*argv)
+        assert res.returncode == 0, (argv, res.stderr)
+    shown = run_cli("check", "--config", str(good), "t_echo", "--format", "json")
+    assert json.loads(shown.stdout)["checks"][0]["check"] == "t_echo"
+
+
+def test_an_option_after_the_verb_wins_and_defaults_do_not_override(tmp_path, monkeypatch):
+    from healthd.cli import build_parser
+
+    args = build_parser().parse_args(["--config", "/a.yaml", "check"])
+    assert args.config == "/a.yaml"  # the subcommand's own --config did not reset it to None
+    args = build_parser().parse_args(["--config", "/a.yaml", "check", "--config", "/b.yaml"])
+    assert args.config == "/b.yaml"

@@ -20,7 +20,7 @@ from healthd import webconfig
 from healthd.config import ServerConfig
 from healthd.exporter import Exposition
 from healthd.http import HealthdServer, accepts_gzip, serve
-from healthd.model import MetricSpec, Report, Result
+from healthd.model import MetricSpec, Report
 from healthd.redact import register_secret
 from healthd.store import ResultStore
 from tests.helpers.certs import issue
@@ -59,10 +59,7 @@ class Env:
         report = Report("web", SPECS)
         for target, value in targets.items():
             report.metric("healthd_web_up", value, target=target)
-        result = Result(
-            "web", report.status(), findings=report.findings, samples=report.samples, completed=True
-        )
-        self.store.publish(result)
+        self.store.publish(report.result(started_at=time.time(), duration=0.01))
         assert self.exposition.wait_for(self.store.snapshot().version)
 
     def get(
@@ -217,10 +214,8 @@ def test_canary_secret_never_reaches_metrics_or_checks(env: Env) -> None:
     report = Report("web", SPECS)
     report.metric("healthd_web_up", 0, target=f"mysql://nova:{canary}@db1/nova")
     report.critical(f"db {canary}", f"login failed with password {canary}", f"reset {canary}")
-    summary = f"connect failed: mysql://nova:{canary}@db1"  # set by an engine, not through Report
-    env.store.publish(
-        Result("web", report.status(), summary, report.findings, report.samples, completed=True)
-    )
+    report.summary = f"connect failed: mysql://nova:{canary}@db1"
+    env.store.publish(report.result(started_at=time.time(), duration=0.01))
     assert env.exposition.wait_for(env.store.snapshot().version)
     metrics = env.get("/metrics")[2]
     checks = env.get("/checks")[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 RULES = ROOT / "deploy" / "prometheus" / "healthd-alerts.yml"
 PREFIX = "https://github.com/healthd/healthd/blob/main/docs/runbooks.md#"

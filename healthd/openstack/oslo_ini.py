@@ -5,7 +5,7 @@ oslo.config files differ from what configparser expects by default: options may
 repeat (multi-valued options, the last one wins for a plain option), ``[DEFAULT]``
 is an ordinary section rather than a fallback for every other section, ``%`` is
 not an interpolation marker (passwords contain it) and lists are comma separated.
-Shared by the memcached and service_config probes.
+Shared by the probes that read service config files (memcached, service_config).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from healthd.backends import split_host_port
+from healthd.connections import split_host_port
 from healthd.redact import register_secret
 
 # configparser would otherwise copy [DEFAULT] options into every section, so

@@ -9,7 +9,7 @@ import yaml
 from healthd.config import load
 from healthd.registry import discover
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "healthd.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "healthd.yaml"
 
 
 def test_example_validates(tmp_path, monkeypatch):

@@ -1,0 +1,55 @@
+"""Names, ports and limits of the lab (HEALTHD_LAB_* environment overrides)."""
+import os
+from pathlib import Path
+
+# lab/ (this package's parent): wsgi_runner.py, mc_holder.py, network_standin.py
+# and requirements.txt live there and are run/read by path.
+LAB_SRC = Path(__file__).resolve().parent.parent
+REPO = LAB_SRC.parent
+
+# Names of the lab's databases, DB users, vhost and broker user start with
+# this prefix; HEALTHD_LAB_PREFIX (with its own HEALTHD_LAB_DIR) lets a second
+# lab live beside the default one on the same MariaDB/RabbitMQ.
+PREFIX = os.environ.get('HEALTHD_LAB_PREFIX', 'hdlab')
+if not PREFIX.replace('_', '').isalnum() or not PREFIX.islower():
+    raise SystemExit('HEALTHD_LAB_PREFIX must be lower-case [a-z0-9_]')
+REGION = 'RegionOne'
+CLOUD = 'healthd-lab'
+COMPUTES = ('lab-compute1', 'lab-compute2')
+EXTRA_COMPUTE = 'lab-compute3'
+CONTROLLER_HOST = 'lab-controller'
+DB_HOST = os.environ.get('HEALTHD_LAB_DB_HOST', '127.0.0.1')
+DB_PORT = int(os.environ.get('HEALTHD_LAB_DB_PORT', '3306'))
+RABBIT_PORT = int(os.environ.get('HEALTHD_LAB_RABBIT_PORT', '5672'))
+DBS = {
+    'keystone': PREFIX + '_keystone',
+    'placement': PREFIX + '_placement',
+    'nova_api': PREFIX + '_nova_api',
+    'nova_cell0': PREFIX + '_nova_cell0',
+    'nova_cell1': PREFIX + '_nova_cell1',
+    'glance': PREFIX + '_glance',
+}
+SVC_DB_USER = PREFIX + '_svc'        # used by the OpenStack services
+READER_DB_USER = PREFIX + '_reader'  # SELECT-only, used by healthd
+RABBIT_USER = PREFIX + '_nova'
+RABBIT_VHOST = PREFIX
+SERVICE_USERS = ('nova', 'placement', 'glance')
+FLAVOR_TINY = 'lab-tiny'
+FLAVOR_HUGE = 'lab-huge'
+IMAGE_NAME = 'lab-image'
+# nova.virt.fake.FakeDriver reports local_gb = 600000 for every node.
+FAKE_LOCAL_GB = 600000
+HUGE_DISK_GB = 400000          # two of these overcommit one fake node
+OVERCOMMIT_SERVERS = 2
+OVERCOMMIT_RATIO = 16.0
+MEMCACHED_SAT_CONNS = 16       # memcached -c for the saturation instance
+NOVA_MICROVERSION = 'compute 2.90'
+PLACEMENT_MICROVERSION = 'placement 1.39'
+PY_VERSION = '3.11'
+
+FAULTS = ('duplicate-service', 'unmapped-compute', 'compute-down',
+          'disk-overcommit', 'memcached-saturation', 'bad-config-hosts')
+
+PORT_NAMES = ('keystone', 'placement', 'nova_api', 'glance', 'network',
+              'memcached', 'memcached_sat', 'healthd', 'dead_rabbit',
+              'dead_memcached')

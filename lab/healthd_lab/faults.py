@@ -1,0 +1,258 @@
+"""The faults: inject and revert each one (the real way, see lab/README.md)."""
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .constants import (
+    COMPUTES,
+    EXTRA_COMPUTE,
+    FAULTS,
+    FLAVOR_HUGE,
+    LAB_SRC,
+    OVERCOMMIT_RATIO,
+    OVERCOMMIT_SERVERS,
+)
+from .util import LabError, _free_port, _locked, _log, _port_open, _write, memcached_stats
+
+
+class FaultsMixin:
+    """Part of Lab: inject(name) / revert(name) and one _inject_X/_revert_X per fault."""
+
+    # -------------------------------------------------------- faults --
+    @_locked
+    def inject(self, name):
+        if name == 'all':
+            for f in FAULTS:
+                self.inject(f)
+            return
+        if name not in FAULTS:
+            raise LabError(f"unknown fault {name!r} (known: {', '.join(FAULTS)})")
+        if not self.state.get('complete'):
+            raise LabError('lab is not up')
+        faults = self.state.setdefault('faults', {})
+        if name in faults:
+            _log(f'{name} already injected')
+            return faults[name]
+        t0 = time.time()
+        info = getattr(self, '_inject_' + name.replace('-', '_'))()
+        info['injected_at'] = time.time()
+        info['inject_s'] = round(time.time() - t0, 1)
+        faults[name] = info
+        self.save()
+        _log(f'injected {name} in {time.time() - t0:.1f}s')
+        return info
+
+    @_locked
+    def revert(self, name):
+        if name == 'all':
+            for f in reversed(FAULTS):
+                self.revert(f)
+            return
+        if name not in FAULTS:
+            raise LabError(f'unknown fault {name!r}')
+        faults = self.state.setdefault('faults', {})
+        if name not in faults and name not in ('bad-config-hosts',):
+            _log(f'{name} not injected')
+            return
+        t0 = time.time()
+        getattr(self, '_revert_' + name.replace('-', '_'))(
+            faults.get(name, {}))
+        faults.pop(name, None)
+        self.state.setdefault('timings', {})[f'revert_{name}_s'] = round(
+            time.time() - t0, 1)
+        self.save()
+        _log(f'reverted {name} in {time.time() - t0:.1f}s')
+
+    # 1. duplicate-service
+    def _inject_duplicate_service(self):
+        _, data = self.api('identity', 'POST', '/services', {'service': {
+            'type': 'network', 'name': 'neutron',
+            'description': 'healthd-lab fault: duplicate network service'}})
+        return {'service_id': data['service']['id']}
+
+    def _revert_duplicate_service(self, info):
+        if info.get('service_id'):
+            self.api('identity', 'DELETE', f"/services/{info['service_id']}",
+                     ok=(204, 404))
+
+    # 2. unmapped-compute
+    def _inject_unmapped_compute(self):
+        host = EXTRA_COMPUTE
+        shutil.rmtree(self.data / f'nova-{host}', ignore_errors=True)
+        self.write_compute_conf(host)
+        self.start_compute(host)
+        proc = f'nova-compute-{host}'
+        svc = self.wait_compute(host, 'up', proc=proc)
+        deadline = time.time() + 60
+        while (self.compute_node_row(host) or {}).get('local_gb') is None:
+            if time.time() > deadline:
+                self.fail(proc, f'no compute node row for {host}')
+            time.sleep(1)
+        return {'host': host, 'service_id': svc['id']}
+
+    def _revert_unmapped_compute(self, info):
+        host = EXTRA_COMPUTE
+        self.stop(f'nova-compute-{host}')
+        ids = [s['id'] for s in self.compute_services() if s['host'] == host]
+        for sid in ids:
+            deadline = time.time() + 30
+            while True:
+                code, data = self.api('compute', 'DELETE',
+                                      f'/os-services/{sid}', ok=None)
+                if code in (204, 404):
+                    break
+                if time.time() > deadline:
+                    raise LabError(f'cannot delete service {sid}: {code} {data}')
+                time.sleep(1)
+        shutil.rmtree(self.data / f'nova-{host}', ignore_errors=True)
+
+    # 3. compute-down
+    def _inject_compute_down(self):
+        host = COMPUTES[1]
+        self.stop(f'nova-compute-{host}')
+        self.wait_compute(host, 'down', timeout=60)
+        return {'host': host}
+
+    def _revert_compute_down(self, info):
+        host = COMPUTES[1]
+        started = time.time()
+        self.start_compute(host)
+        self.wait_compute(host, 'up', proc=f'nova-compute-{host}',
+                          since=started + 1)
+
+    # 4. disk-overcommit
+    def _restart_compute(self, host):
+        name = f'nova-compute-{host}'
+        self.stop(name)
+        started = time.time()
+        self.start_compute(host)
+        # the service record still looks 'up' from before the restart:
+        # wait for a heartbeat from the new process instead
+        self.wait_compute(host, 'up', proc=name, since=started + 1)
+
+    def _placement_disk_ratio(self, host):
+        _, data = self.api('placement', 'GET',
+                           f'/resource_providers?name={host}')
+        if not data['resource_providers']:
+            return None
+        rp = data['resource_providers'][0]['uuid']
+        _, inv = self.api('placement', 'GET',
+                          f'/resource_providers/{rp}/inventories')
+        disk = inv['inventories'].get('DISK_GB')
+        return disk and disk['allocation_ratio']
+
+    def _wait_ratio(self, host, ratio, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self._placement_disk_ratio(host) == ratio:
+                return
+            time.sleep(1)
+        self.fail(f'nova-compute-{host}',
+                  f'placement DISK_GB ratio not {ratio} after {timeout}s')
+
+    def _inject_disk_overcommit(self):
+        host = COMPUTES[0]
+        self.write_compute_conf(host, extra_default=[
+            ('disk_allocation_ratio', OVERCOMMIT_RATIO)])
+        self._restart_compute(host)
+        self._wait_ratio(host, OVERCOMMIT_RATIO)
+        info = {'host': host, 'servers': []}
+        self.state.setdefault('faults', {})['disk-overcommit'] = info
+        self.save()
+        for i in range(OVERCOMMIT_SERVERS):
+            sid = self.boot_server(f'lab-overcommit-{i}', FLAVOR_HUGE, host)
+            info['servers'].append(sid)
+            self.save()
+        for sid in info['servers']:
+            self.wait_server(sid, 'ACTIVE')
+        deadline = time.time() + 60
+        while True:
+            row = self.compute_node_row(host)
+            if row and (row['free_disk_gb'] or 0) < 0:
+                info['free_disk_gb'] = row['free_disk_gb']
+                break
+            if time.time() > deadline:
+                raise LabError(f'free_disk_gb of {host} did not go negative: {row}')
+            time.sleep(1)
+        return info
+
+    def _revert_disk_overcommit(self, info):
+        host = COMPUTES[0]
+        for sid in info.get('servers', []):
+            self.delete_server(sid)
+        for sid in info.get('servers', []):
+            self.wait_server(sid, 'DELETED')
+        # put the ratio back to 1.0 for real (compute_nodes + placement),
+        # then leave the config file as it was originally (no ratio line):
+        # with the option unset nova keeps the node's current ratio.
+        self.write_compute_conf(host, extra_default=[
+            ('disk_allocation_ratio', 1.0)])
+        self._restart_compute(host)
+        self._wait_ratio(host, 1.0)
+        self.write_compute_conf(host)
+        deadline = time.time() + 60
+        while True:
+            row = self.compute_node_row(host)
+            if row and (row['free_disk_gb'] or 0) >= 0:
+                break
+            if time.time() > deadline:
+                raise LabError(f'free_disk_gb of {host} still negative')
+            time.sleep(1)
+
+    # 5. memcached-saturation
+    def _inject_memcached_saturation(self):
+        port = self.ports['memcached_sat']
+        status = self.run / 'mc-holder.json'
+        status.unlink(missing_ok=True)
+        self.spawn('mc-holder', [sys.executable, LAB_SRC / 'mc_holder.py',
+                                 port, status, 256])
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if not self.alive('mc-holder'):
+                self.fail('mc-holder', 'holder exited')
+            try:
+                st = json.loads(status.read_text())
+                if st.get('saturated'):
+                    return {'port': port, 'status_file': str(status),
+                            'held': st['held']}
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        self.fail('mc-holder', f'memcached on {port} not saturated')
+
+    def _revert_memcached_saturation(self, info):
+        self.stop('mc-holder')
+        port = self.ports['memcached_sat']
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if memcached_stats(port, timeout=1) is not None:
+                return
+            time.sleep(0.2)
+        raise LabError(f'memcached on {port} still refuses connections')
+
+    # 6. bad-config-hosts
+    def _dead_port(self, name):
+        port = self.ports[name]
+        if _port_open(port):
+            port = _free_port()
+            self.ports[name] = port
+            self.save()
+        return port
+
+    def _inject_bad_config_hosts(self):
+        rp = self._dead_port('dead_rabbit')
+        mp = self._dead_port('dead_memcached')
+        text = self.nova_conf_text(rabbit_port=rp, memcached_port=mp)
+        text = text.replace('# generated by healthd-lab',
+                            '# healthd-lab fault bad-config-hosts: '
+                            'transport_url and memcache servers point at '
+                            'ports where nothing listens\n# copy of nova.conf',
+                            1)
+        path = Path(self.paths['nova_bad_conf'])
+        _write(path, text, 0o640)
+        return {'path': str(path), 'rabbit_port': rp, 'memcached_port': mp}
+
+    def _revert_bad_config_hosts(self, info):
+        Path(self.paths['nova_bad_conf']).unlink(missing_ok=True)
