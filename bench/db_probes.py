@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 
 from checks.cell_mapping import CellMappingProbe  # noqa: E402
 from checks.disk_overcommit import DiskOvercommitProbe  # noqa: E402
-from healthd.backends import Backends  # noqa: E402
 from healthd.config import BackendsConfig  # noqa: E402
+from healthd.connections import Backends  # noqa: E402
 from healthd.probe import Probe  # noqa: E402
 from healthd.scheduler import execute, run_once  # noqa: E402
 from tests.helpers.novadb import DISK_GB_ID, Deployment, NovaDB, utcnow  # noqa: E402
