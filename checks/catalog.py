@@ -74,6 +74,14 @@ class Endpoint:
     enabled: bool
 
 
+@dataclass(frozen=True)
+class Catalog:
+    """Every service and endpoint keystone has, enabled or not (what judge() reasons on)."""
+
+    services: list[Service]
+    endpoints: list[Endpoint]
+
+
 class CatalogProbe(Probe):
     name = "catalog"
     description = "Keystone catalog: duplicate or endpointless services, missing interfaces."
@@ -118,23 +126,26 @@ class CatalogProbe(Probe):
             description="missing one of these is only a WARNING (many clouds drop admin)",
         )
 
+    settings: Settings
+
     def run(self, ctx: Context, report: Report) -> None:
-        s = self.settings
-        services, endpoints = _load_db(ctx) if s.source == "db" else _load_api(ctx)
-        analysis = Analysis(services, endpoints, s, report)
-        analysis.run()
-        _export(report, services, endpoints, analysis)
+        judge(load(ctx, self.settings.source), self.settings, report)
 
 
-# -- sources ---------------------------------------------------------------
+# -- loading: the Keystone API or the keystone database -> Catalog ----------------
+
+
+def load(ctx: Context, source: str) -> Catalog:
+    """Two statements or two paginated API listings, whatever the size of the catalog."""
+    services, endpoints = _load_db(ctx) if source == "db" else _load_api(ctx)
+    return Catalog(services, endpoints)
 
 
 def _load_api(ctx: Context) -> tuple[list[Service], list[Endpoint]]:
-    backends = ctx.backends
-    conn = backends.openstack(ctx)
-    with backends.openstack_call("Keystone service list"):
+    conn = ctx.openstack()
+    with ctx.api_call("Keystone service list"):
         raw_services = list(conn.identity.services())
-    with backends.openstack_call("Keystone endpoint list"):
+    with ctx.api_call("Keystone endpoint list"):
         raw_endpoints = list(conn.identity.endpoints())
     services = [
         Service(str(s.id), str(s.type or ""), str(s.name or ""), bool(s.is_enabled)) for s in raw_services
@@ -147,7 +158,7 @@ def _load_api(ctx: Context) -> tuple[list[Service], list[Endpoint]]:
 
 
 def _load_db(ctx: Context) -> tuple[list[Service], list[Endpoint]]:
-    with ctx.backends.database("keystone", ctx) as db:
+    with ctx.db("keystone") as db:
         srows = db.query("SELECT id, type, enabled, extra FROM service")
         erows = db.query("SELECT id, service_id, interface, region_id, enabled FROM endpoint")
     services = [Service(r["id"], r["type"] or "", _extra_name(r["extra"]), bool(r["enabled"])) for r in srows]
@@ -167,25 +178,26 @@ def _extra_name(extra: Any) -> str:
     return str(data.get("name") or "") if isinstance(data, dict) else ""
 
 
-# -- analysis ----------------------------------------------------------------
+# -- judging: what a token's catalog carries (plain data in, no I/O) -------------
+
+
+def judge(catalog: Catalog, settings: CatalogProbe.Settings, report: Report) -> None:
+    """Findings, metrics and summary for one catalog."""
+    analysis = Analysis(catalog, settings, report)
+    analysis.run()
+    _export(report, catalog, analysis)
 
 
 class Analysis:
     """Reasons about what a token's catalog carries; fills findings, counts problems."""
 
-    def __init__(
-        self,
-        services: list[Service],
-        endpoints: list[Endpoint],
-        settings: CatalogProbe.Settings,
-        report: Report,
-    ) -> None:
-        self.services = {s.id: s for s in services}
-        self.endpoints = endpoints
+    def __init__(self, catalog: Catalog, settings: CatalogProbe.Settings, report: Report) -> None:
+        self.services = {s.id: s for s in catalog.services}
+        self.endpoints = catalog.endpoints
         self.settings = settings
         self.report = report
         self.live: dict[str, list[Endpoint]] = defaultdict(list)  # enabled endpoints per service
-        for ep in endpoints:
+        for ep in catalog.endpoints:
             if ep.enabled:
                 self.live[ep.service_id].append(ep)
         self.problems: dict[str, int] = dict.fromkeys(PROBLEM_KINDS, 0)
@@ -346,10 +358,11 @@ class Analysis:
         )
 
 
-# -- metrics -------------------------------------------------------------------
+# -- judging: metrics and summary -----------------------------------------------
 
 
-def _export(report: Report, services: list[Service], endpoints: list[Endpoint], analysis: Analysis) -> None:
+def _export(report: Report, catalog: Catalog, analysis: Analysis) -> None:
+    services, endpoints = catalog.services, catalog.endpoints
     by_type: dict[str, int] = defaultdict(int)
     live: dict[str, int] = defaultdict(int)
     for ep in endpoints:

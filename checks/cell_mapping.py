@@ -32,8 +32,8 @@ from typing import Any
 
 from pydantic import Field
 
-from healthd.backends import Cell
 from healthd.model import MetricSpec, Report, Severity
+from healthd.openstack.cells import Cell, cell_db, cells
 from healthd.probe import Context, Probe, ProbeSettings
 
 # One statement per cell: services and compute nodes together, folded to one
@@ -65,51 +65,6 @@ SELECT hm.host, cm.uuid AS cell_uuid, cm.name AS cell_name
 DISCOVER = "nova-manage cell_v2 discover_hosts --cell_uuid {uuid} --verbose"
 DISCOVER_BY_SERVICE = "nova-manage cell_v2 discover_hosts --cell_uuid {uuid} --by-service --verbose"
 DELETE_HOST = "nova-manage cell_v2 delete_host --cell_uuid {uuid} --host {host}"
-
-
-@dataclass
-class HostInCell:
-    """What one cell database knows about one host (one row of CELL_HOSTS_SQL)."""
-
-    host: str
-    row: dict[str, Any]
-
-    @property
-    def has_service(self) -> bool:
-        return bool(self.row["services"])
-
-    @property
-    def has_node(self) -> bool:
-        return bool(self.row["nodes"])
-
-    @property
-    def service_uuid(self) -> str | None:
-        return self.row["service_uuid"]
-
-    @property
-    def age_s(self) -> float:
-        age = self.row["age_s"]
-        return float("inf") if age is None else float(age)
-
-    def service_up(self, down_after: float) -> bool:
-        r = self.row
-        return self.has_service and not r["forced_down"] and (r["silent_s"] or 0) <= down_after
-
-    @property
-    def disabled(self) -> bool:
-        return bool(self.row["disabled"])
-
-    @property
-    def flagged_mapped(self) -> bool:
-        """compute_nodes.mapped=1: plain discover_hosts skips these nodes for good."""
-        return bool(self.row["mapped"])
-
-
-@dataclass
-class Mapping:
-    host: str
-    cell_uuid: str
-    cell_label: str
 
 
 class CellMappingProbe(Probe):
@@ -150,140 +105,216 @@ class CellMappingProbe(Probe):
     settings: Settings
 
     def run(self, ctx: Context, report: Report) -> None:
-        all_cells = ctx.backends.cells(ctx, include_cell0=True)
-        cells = [c for c in all_cells if not c.is_cell0]
-        report.metric("healthd_cell_mapping_cells", len(cells))
-        self._check_cell_setup(all_cells, report)
-        with ctx.backends.database("nova_api", ctx) as api:
-            rows = api.query(HOST_MAPPINGS_SQL)
-        mappings = {r["host"].lower(): Mapping(r["host"], r["cell_uuid"], r["cell_name"] or r["cell_uuid"])
-                    for r in rows}
-        located: dict[str, dict[str, HostInCell]] = {}  # cell uuid -> host key -> rows
-        for cell in cells:  # an unreachable cell raises BackendUnavailable naming it: UNKNOWN
-            with ctx.backends.cell_database(cell, ctx) as db:
-                located[cell.uuid] = _hosts(db.query(CELL_HOSTS_SQL))
-        counts = self._classify(cells, located, mappings, report)
-        report.summary = _summary(len(cells), counts)
+        judge(load(ctx), self.settings, report)
 
-    # -- cell setup (nova-status "Cells v2" check) ----------------------------
-    @staticmethod
-    def _check_cell_setup(all_cells: list[Cell], report: Report) -> None:
-        if not any(c.is_cell0 for c in all_cells):
-            report.critical(
-                "cell0", "nova_api.cell_mappings has no cell0: instances that fail to schedule have "
-                "nowhere to be recorded and nova-status upgrade check fails",
-                "nova-manage cell_v2 map_cell0 --database_connection <cell0 DB URL>",
-            )
-        if not any(not c.is_cell0 for c in all_cells):
-            report.critical(
-                "cell_mappings", "no cell besides cell0 is mapped: no compute host can be mapped or used",
-                "nova-manage cell_v2 create_cell --name cell1 --verbose, then "
-                "nova-manage cell_v2 discover_hosts --verbose",
-            )
 
-    # -- host classification ------------------------------------------------
-    def _classify(self, cells: list[Cell], located: dict[str, dict[str, HostInCell]],
-                  mappings: dict[str, Mapping], report: Report) -> dict[str, int]:
-        by_uuid = {c.uuid: c for c in cells}
-        counts: dict[str, int] = defaultdict(int)
-        series = 0
-        for cell in cells:
-            n = {"mapped": 0, "unmapped": 0, "misplaced": 0}
-            for key, here in sorted(located[cell.uuid].items()):
-                mapping = mappings.get(key)
-                if mapping is None:
-                    n["unmapped"] += 1
-                    if series < self.settings.max_host_series:
-                        report.metric("healthd_cell_mapping_host_unmapped", 1,
-                                      cell=cell.label, host=here.host)
-                        series += 1
-                    self._unmapped(cell, here, report)
-                elif mapping.cell_uuid == cell.uuid:
-                    n["mapped"] += 1
-                else:
-                    n["misplaced"] += 1
-                    self._misplaced(cell, here, mapping, key in located.get(mapping.cell_uuid, {}), report)
-            for kind, value in n.items():
-                report.metric(f"healthd_cell_mapping_{kind}_hosts", value, cell=cell.label)
-                counts[kind] += value
-        counts["stale"] = self._stale(by_uuid, located, mappings, report)
-        counts["series"] = series
-        return counts
+# -- loading: nova_api and each cell database -> CellView ------------------------
 
-    def _unmapped(self, cell: Cell, here: HostInCell, report: Report) -> None:
-        subject = f"host {here.host} (cell {cell.label})"
-        command = (DISCOVER_BY_SERVICE if here.flagged_mapped or not here.has_node else DISCOVER).format(
-            uuid=cell.uuid)
-        why = (" Its compute node is flagged mapped=1 (the mapping was removed afterwards), so plain "
-               "discover_hosts skips it; --by-service maps it from the service row."
-               if here.flagged_mapped else "")
-        if here.age_s < self.settings.grace_seconds:
-            report.finding(Severity.INFO, subject,
-                           f"new compute host ({int(here.age_s)} s old) not mapped to a cell yet; "
-                           "fine if host discovery runs shortly.", f"on a controller: {command}")
-            return
-        if not here.has_node:
-            report.warning(
-                subject, "nova-compute is registered but has no compute node and no host mapping: "
-                "discover_hosts (by compute node) will not map it. The virt driver may have failed "
-                "to start; for ironic, hosts are mapped by service.",
-                f"check the nova-compute log on {here.host}; for ironic, on a controller: {command}")
-            return
-        usable = here.service_up(self.settings.service_down_seconds) and not here.disabled
-        state = ("its nova-compute is up and reporting" if usable
-                 else "its nova-compute is down, disabled or missing")
-        message = (f"host has a compute node in cell {cell.label} but no row in nova_api.host_mappings; "
-                   f"{state}, yet the scheduler can never place instances on it and instance actions "
-                   f"fail with \"Host '{here.host}' is not mapped to any cell\".{why}")
-        remedy = (f"on a controller: {command} (or set [scheduler] discover_hosts_in_cells_interval "
-                  "to discover hosts periodically)")
-        report.finding(Severity.CRITICAL if usable else Severity.WARNING, subject, message, remedy)
 
-    @staticmethod
-    def _misplaced(cell: Cell, here: HostInCell, mapping: Mapping, also_there: bool, report: Report) -> None:
-        subject = f"host {here.host} (cell {cell.label})"
-        if also_there:  # rows in both cells, mapped to the other: these are leftovers
-            service = here.service_uuid
-            report.warning(
-                subject, f"host also has rows in cell {mapping.cell_label}, where it is mapped; the "
-                f"nova-compute service/compute node rows left in cell {cell.label} are leftovers of a move",
-                f"openstack compute service delete {service} (service in cell {cell.label})" if service
-                else f"remove the leftover compute node rows of {here.host} in cell {cell.label}",
-            )
-            return
+@dataclass(frozen=True)
+class HostInCell:
+    """What one cell database knows about one host: one row of CELL_HOSTS_SQL (NULL is None)."""
+
+    host: str
+    services: int = 0  # nova-compute service rows
+    nodes: int = 0  # compute node rows
+    age_s: float | None = None  # since its newest row (service or node) was created
+    silent_s: float | None = None  # since the service last reported (last_seen_up, updated_at, created_at)
+    disabled: bool = False
+    forced_down: bool = False
+    mapped: bool = False  # compute_nodes.mapped=1: plain discover_hosts skips the node for good
+    service_uuid: str | None = None
+
+    @property
+    def has_service(self) -> bool:
+        return bool(self.services)
+
+    @property
+    def has_node(self) -> bool:
+        return bool(self.nodes)
+
+    @property
+    def age(self) -> float:
+        return float("inf") if self.age_s is None else self.age_s
+
+    def service_up(self, down_after: float) -> bool:
+        return self.has_service and not self.forced_down and (self.silent_s or 0) <= down_after
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One row of nova_api.host_mappings."""
+
+    host: str
+    cell_uuid: str
+    cell_name: str | None = None
+
+    @property
+    def cell_label(self) -> str:
+        return self.cell_name or self.cell_uuid
+
+
+@dataclass
+class CellView:
+    cells: list[Cell]  # nova_api.cell_mappings in id order, cell0 included
+    mappings: list[Mapping]  # nova_api.host_mappings
+    hosts: dict[str, list[HostInCell]]  # cell uuid -> compute hosts of its database (not cell0)
+
+
+def load(ctx: Context) -> CellView:
+    """One statement for cell_mappings, one for host_mappings, one per cell; never one per host."""
+    all_cells = cells(ctx, include_cell0=True)
+    with ctx.db("nova_api") as api:
+        mappings = [Mapping(r["host"], r["cell_uuid"], r["cell_name"]) for r in api.query(HOST_MAPPINGS_SQL)]
+    hosts: dict[str, list[HostInCell]] = {}
+    for cell in all_cells:  # an unreachable cell raises BackendUnavailable naming it: UNKNOWN
+        if not cell.is_cell0:
+            with cell_db(ctx, cell) as db:
+                hosts[cell.uuid] = [_host(row) for row in db.query(CELL_HOSTS_SQL)]
+    return CellView(all_cells, mappings, hosts)
+
+
+def _host(row: dict[str, Any]) -> HostInCell:
+    def number(value: Any) -> float | None:
+        return None if value is None else float(value)
+
+    return HostInCell(row["host"], int(row["services"] or 0), int(row["nodes"] or 0), number(row["age_s"]),
+                      number(row["silent_s"]), bool(row["disabled"]), bool(row["forced_down"]),
+                      bool(row["mapped"]), row["service_uuid"])
+
+
+# -- judging: plain data in, findings and metrics out -----------------------------
+
+
+def judge(view: CellView, settings: CellMappingProbe.Settings, report: Report) -> None:
+    real_cells = [c for c in view.cells if not c.is_cell0]
+    report.metric("healthd_cell_mapping_cells", len(real_cells))
+    _check_cell_setup(view.cells, report)
+    # MySQL compares host names case-insensitively, as nova's lookups of a mapping do.
+    mappings = {m.host.lower(): m for m in view.mappings}
+    located = {c.uuid: {h.host.lower(): h for h in view.hosts.get(c.uuid, ()) if h.host} for c in real_cells}
+    counts = _classify(real_cells, located, mappings, settings, report)
+    report.summary = _summary(len(real_cells), counts)
+
+
+# -- cell setup (nova-status "Cells v2" check) ----------------------------------
+
+
+def _check_cell_setup(all_cells: list[Cell], report: Report) -> None:
+    if not any(c.is_cell0 for c in all_cells):
         report.critical(
-            subject, f"host reports in cell {cell.label} but nova_api.host_mappings maps it to cell "
-            f"{mapping.cell_label}: the scheduler and API look for it in the wrong cell database",
-            f"on a controller: {DELETE_HOST.format(uuid=mapping.cell_uuid, host=here.host)}, then "
-            f"{DISCOVER_BY_SERVICE.format(uuid=cell.uuid)}",
+            "cell0", "nova_api.cell_mappings has no cell0: instances that fail to schedule have "
+            "nowhere to be recorded and nova-status upgrade check fails",
+            "nova-manage cell_v2 map_cell0 --database_connection <cell0 DB URL>",
+        )
+    if not any(not c.is_cell0 for c in all_cells):
+        report.critical(
+            "cell_mappings", "no cell besides cell0 is mapped: no compute host can be mapped or used",
+            "nova-manage cell_v2 create_cell --name cell1 --verbose, then "
+            "nova-manage cell_v2 discover_hosts --verbose",
         )
 
-    @staticmethod
-    def _stale(by_uuid: dict[str, Cell], located: dict[str, dict[str, HostInCell]],
-               mappings: dict[str, Mapping], report: Report) -> int:
-        anywhere = {key for hosts in located.values() for key in hosts}
-        stale: dict[str, int] = {uuid: 0 for uuid in by_uuid}
-        labels = {uuid: c.label for uuid, c in by_uuid.items()}
-        for key, mapping in sorted(mappings.items()):
-            if key in anywhere:
-                continue
-            stale[mapping.cell_uuid] = stale.get(mapping.cell_uuid, 0) + 1
-            labels.setdefault(mapping.cell_uuid, mapping.cell_label)
-            report.warning(
-                f"host mapping {mapping.host} (cell {mapping.cell_label})",
-                f"nova_api.host_mappings maps {mapping.host} to cell {mapping.cell_label}, but no cell has "
-                "a nova-compute service or compute node for it (host removed or moved)",
-                f"on a controller: {DELETE_HOST.format(uuid=mapping.cell_uuid, host=mapping.host)} "
-                "(it refuses while instances remain on the host: migrate or delete them first)",
-            )
-        for uuid, value in stale.items():
-            report.metric("healthd_cell_mapping_stale_mappings", value, cell=labels[uuid])
-        return sum(stale.values())
+
+# -- host classification: unmapped, misplaced, stale -----------------------------
 
 
-def _hosts(rows: list[dict[str, Any]]) -> dict[str, HostInCell]:
-    """Key the per-host rows by lower-cased name (MySQL compares host names case-insensitively)."""
-    return {row["host"].lower(): HostInCell(row["host"], row) for row in rows if row["host"]}
+def _classify(cells: list[Cell], located: dict[str, dict[str, HostInCell]], mappings: dict[str, Mapping],
+              settings: CellMappingProbe.Settings, report: Report) -> dict[str, int]:
+    by_uuid = {c.uuid: c for c in cells}
+    counts: dict[str, int] = defaultdict(int)
+    series = 0
+    for cell in cells:
+        n = {"mapped": 0, "unmapped": 0, "misplaced": 0}
+        for key, here in sorted(located[cell.uuid].items()):
+            mapping = mappings.get(key)
+            if mapping is None:
+                n["unmapped"] += 1
+                if series < settings.max_host_series:
+                    report.metric("healthd_cell_mapping_host_unmapped", 1, cell=cell.label, host=here.host)
+                    series += 1
+                _unmapped(cell, here, settings, report)
+            elif mapping.cell_uuid == cell.uuid:
+                n["mapped"] += 1
+            else:
+                n["misplaced"] += 1
+                _misplaced(cell, here, mapping, key in located.get(mapping.cell_uuid, {}), report)
+        for kind, value in n.items():
+            report.metric(f"healthd_cell_mapping_{kind}_hosts", value, cell=cell.label)
+            counts[kind] += value
+    counts["stale"] = _stale(by_uuid, located, mappings, report)
+    counts["series"] = series
+    return counts
+
+
+def _unmapped(cell: Cell, here: HostInCell, settings: CellMappingProbe.Settings, report: Report) -> None:
+    subject = f"host {here.host} (cell {cell.label})"
+    command = (DISCOVER_BY_SERVICE if here.mapped or not here.has_node else DISCOVER).format(
+        uuid=cell.uuid)
+    why = (" Its compute node is flagged mapped=1 (the mapping was removed afterwards), so plain "
+           "discover_hosts skips it; --by-service maps it from the service row."
+           if here.mapped else "")
+    if here.age < settings.grace_seconds:
+        report.finding(Severity.INFO, subject,
+                       f"new compute host ({int(here.age)} s old) not mapped to a cell yet; "
+                       "fine if host discovery runs shortly.", f"on a controller: {command}")
+        return
+    if not here.has_node:
+        report.warning(
+            subject, "nova-compute is registered but has no compute node and no host mapping: "
+            "discover_hosts (by compute node) will not map it. The virt driver may have failed "
+            "to start; for ironic, hosts are mapped by service.",
+            f"check the nova-compute log on {here.host}; for ironic, on a controller: {command}")
+        return
+    usable = here.service_up(settings.service_down_seconds) and not here.disabled
+    state = ("its nova-compute is up and reporting" if usable
+             else "its nova-compute is down, disabled or missing")
+    message = (f"host has a compute node in cell {cell.label} but no row in nova_api.host_mappings; "
+               f"{state}, yet the scheduler can never place instances on it and instance actions "
+               f"fail with \"Host '{here.host}' is not mapped to any cell\".{why}")
+    remedy = (f"on a controller: {command} (or set [scheduler] discover_hosts_in_cells_interval "
+              "to discover hosts periodically)")
+    report.finding(Severity.CRITICAL if usable else Severity.WARNING, subject, message, remedy)
+
+
+def _misplaced(cell: Cell, here: HostInCell, mapping: Mapping, also_there: bool, report: Report) -> None:
+    subject = f"host {here.host} (cell {cell.label})"
+    if also_there:  # rows in both cells, mapped to the other: these are leftovers
+        service = here.service_uuid
+        report.warning(
+            subject, f"host also has rows in cell {mapping.cell_label}, where it is mapped; the "
+            f"nova-compute service/compute node rows left in cell {cell.label} are leftovers of a move",
+            f"openstack compute service delete {service} (service in cell {cell.label})" if service
+            else f"remove the leftover compute node rows of {here.host} in cell {cell.label}",
+        )
+        return
+    report.critical(
+        subject, f"host reports in cell {cell.label} but nova_api.host_mappings maps it to cell "
+        f"{mapping.cell_label}: the scheduler and API look for it in the wrong cell database",
+        f"on a controller: {DELETE_HOST.format(uuid=mapping.cell_uuid, host=here.host)}, then "
+        f"{DISCOVER_BY_SERVICE.format(uuid=cell.uuid)}",
+    )
+
+
+def _stale(by_uuid: dict[str, Cell], located: dict[str, dict[str, HostInCell]],
+           mappings: dict[str, Mapping], report: Report) -> int:
+    anywhere = {key for hosts in located.values() for key in hosts}
+    stale: dict[str, int] = {uuid: 0 for uuid in by_uuid}
+    labels = {uuid: c.label for uuid, c in by_uuid.items()}
+    for key, mapping in sorted(mappings.items()):
+        if key in anywhere:
+            continue
+        stale[mapping.cell_uuid] = stale.get(mapping.cell_uuid, 0) + 1
+        labels.setdefault(mapping.cell_uuid, mapping.cell_label)
+        report.warning(
+            f"host mapping {mapping.host} (cell {mapping.cell_label})",
+            f"nova_api.host_mappings maps {mapping.host} to cell {mapping.cell_label}, but no cell has "
+            "a nova-compute service or compute node for it (host removed or moved)",
+            f"on a controller: {DELETE_HOST.format(uuid=mapping.cell_uuid, host=mapping.host)} "
+            "(it refuses while instances remain on the host: migrate or delete them first)",
+        )
+    for uuid, value in stale.items():
+        report.metric("healthd_cell_mapping_stale_mappings", value, cell=labels[uuid])
+    return sum(stale.values())
 
 
 def _summary(cells: int, counts: dict[str, int]) -> str:

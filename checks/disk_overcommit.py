@@ -25,12 +25,11 @@ The hypervisors API no longer carries disk fields (removed in microversion
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import Field
 
-from healthd.backends import Cell
 from healthd.model import MetricSpec, Report
+from healthd.openstack.cells import cell_db, cells
 from healthd.probe import BackendUnavailable, Context, Probe, ProbeSettings
 
 GIB = 2**30
@@ -66,31 +65,6 @@ M_P_RATIO = "healthd_disk_overcommit_placement_allocation_ratio"
 NODE = ("cell", "host", "node")
 
 
-@dataclass
-class Provider:
-    uuid: str
-    name: str
-    total: int
-    reserved: int
-    ratio: float
-    used: int
-
-    @property
-    def capacity_gb(self) -> float:
-        return (self.total - self.reserved) * self.ratio
-
-
-@dataclass
-class Tally:
-    nodes: int = 0
-    negative_free: int = 0
-    negative_least: int = 0
-    high: int = 0
-    providers: int = 0
-    over_capacity: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
 class DiskOvercommitProbe(Probe):
     name = "disk_overcommit"
     description = "Compute nodes with negative free disk (scheduler view) or disk_available_least (host)."
@@ -124,104 +98,179 @@ class DiskOvercommitProbe(Probe):
     settings: Settings
 
     def run(self, ctx: Context, report: Report) -> None:
-        cells = ctx.backends.cells(ctx)
-        nodes: list[tuple[Cell, dict[str, Any]]] = []
-        for cell in cells:  # an unreachable cell raises BackendUnavailable naming it: UNKNOWN
-            with ctx.backends.cell_database(cell, ctx) as db:
-                nodes += [(cell, row) for row in db.query(NODES_SQL)]
-        tally = Tally()
-        providers = self._placement(ctx, report, tally)
-        for cell, row in nodes:
-            self._node(cell, row, providers.get(row["uuid"] or ""), report, tally)
-        report.summary = _summary(len(cells), tally)
+        judge(load(ctx), self.settings, report)
 
-    # -- placement (optional) -------------------------------------------------
-    def _placement(self, ctx: Context, report: Report, tally: Tally) -> dict[str, Provider]:
-        if ctx.backends.config.databases.placement is None:
-            tally.notes.append("placement not configured")
-            return {}
-        try:
-            with ctx.backends.database("placement", ctx) as db:
-                rows = db.query(PLACEMENT_SQL)
-        except BackendUnavailable as exc:  # the compute nodes' own view is still worth reporting
-            report.warning("placement database", f"placement view missing from this run: {exc}",
-                           "check backends.databases.placement and the placement database")
-            return {}
-        providers = {}
-        for row in rows:
-            p = Provider(row["uuid"], row["name"] or row["uuid"], row["total"], row["reserved"],
-                         float(row["allocation_ratio"]), int(row["used"]))
-            providers[p.uuid] = p
-            tally.providers += 1
-            report.metric(M_P_CAP, p.capacity_gb * GIB, provider=p.name)
-            report.metric(M_P_USE, p.used * GIB, provider=p.name)
-            report.metric(M_P_RATIO, p.ratio, provider=p.name)
-            if p.used > p.capacity_gb:
-                tally.over_capacity += 1
-                report.warning(
-                    f"resource provider {p.name} ({p.uuid})",
-                    f"placement has {p.used} GiB DISK_GB allocated against a capacity of "
-                    f"{p.capacity_gb:g} GiB ((total {p.total} - reserved {p.reserved}) x ratio "
-                    f"{p.ratio:g}); usually the inventory or the ratio was lowered after instances "
-                    "landed. Nothing new will be placed here until usage drops.",
-                    f"openstack resource provider usage show {p.uuid}; openstack resource provider "
-                    f"inventory list {p.uuid}; migrate instances off or restore disk_allocation_ratio",
-                )
-        return providers
 
-    # -- compute nodes ----------------------------------------------------------
-    def _node(self, cell: Cell, row: dict[str, Any], provider: Provider | None,
-              report: Report, tally: Tally) -> None:
-        tally.nodes += 1
-        host = row["host"] or "?"
-        labels = {"cell": cell.label, "host": host,
-                  "node": row["hypervisor_hostname"] or row["uuid"] or host}
-        # A NULL (ironic nodes, a node that never reported) skips that metric only.
-        for metric, column in ((M_FREE, "free_disk_gb"), (M_LEAST, "disk_available_least"),
-                               (M_LOCAL, "local_gb"), (M_USED, "local_gb_used")):
-            if row[column] is not None:
-                report.metric(metric, row[column] * GIB, **labels)
-        subject = f"compute node {labels['node']} (host {host}, cell {cell.label})"
-        problems = self._problems(row, tally)
-        if problems:
-            report.critical(subject, " ".join(problems) + _placement_note(row, provider),
-                            _remedy(host, row))
-            return
-        local, used = row["local_gb"], row["local_gb_used"]
-        if local and used is not None and used / local > self.settings.committed_warning_ratio:
-            tally.high += 1
+# -- loading: each cell's compute_nodes and placement's DISK_GB -> DiskView ----------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One compute_nodes row; NULL is None (ironic nodes, a node that never reported)."""
+
+    cell: str  # the cell's label
+    host: str | None
+    hypervisor_hostname: str | None = None
+    uuid: str | None = None
+    local_gb: int | None = None
+    local_gb_used: int | None = None
+    free_disk_gb: int | None = None
+    disk_available_least: int | None = None
+    disk_allocation_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A placement resource provider's DISK_GB inventory and the sum of its allocations."""
+
+    uuid: str
+    name: str
+    total: int
+    reserved: int
+    ratio: float
+    used: int
+
+    @property
+    def capacity_gb(self) -> float:
+        return (self.total - self.reserved) * self.ratio
+
+
+@dataclass
+class DiskView:
+    cells: int  # cells read (cell0 excluded)
+    nodes: list[Node]
+    providers: list[Provider] | None = None  # None: placement not configured
+    placement_error: str = ""  # why placement could not be read this run
+
+
+def load(ctx: Context) -> DiskView:
+    """One statement for cell_mappings, one per cell, one for placement."""
+    all_cells = cells(ctx)
+    nodes: list[Node] = []
+    for cell in all_cells:  # an unreachable cell raises BackendUnavailable naming it: UNKNOWN
+        with cell_db(ctx, cell) as db:
+            nodes += [Node(cell.label, **row) for row in db.query(NODES_SQL)]
+    view = DiskView(len(all_cells), nodes)
+    if not ctx.has_db("placement"):
+        return view
+    try:
+        with ctx.db("placement") as db:
+            rows = db.query(PLACEMENT_SQL)
+    except BackendUnavailable as exc:  # the compute nodes' own view is still worth reporting
+        view.providers, view.placement_error = [], str(exc)
+        return view
+    view.providers = [Provider(row["uuid"], row["name"] or row["uuid"], row["total"], row["reserved"],
+                               float(row["allocation_ratio"]), int(row["used"])) for row in rows]
+    return view
+
+
+# -- judging: plain data in, findings and metrics out -----------------------------
+
+
+@dataclass
+class Tally:
+    nodes: int = 0
+    negative_free: int = 0
+    negative_least: int = 0
+    high: int = 0
+    providers: int = 0
+    over_capacity: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def judge(view: DiskView, settings: DiskOvercommitProbe.Settings, report: Report) -> None:
+    tally = Tally()
+    providers = _placement(view, report, tally)
+    for node in view.nodes:
+        _node(node, providers.get(node.uuid or ""), settings, report, tally)
+    report.summary = _summary(view.cells, tally)
+
+
+# -- placement (optional) ---------------------------------------------------------
+
+
+def _placement(view: DiskView, report: Report, tally: Tally) -> dict[str, Provider]:
+    if view.providers is None:
+        tally.notes.append("placement not configured")
+        return {}
+    if view.placement_error:
+        report.warning("placement database", f"placement view missing from this run: {view.placement_error}",
+                       "check backends.databases.placement and the placement database")
+    providers = {}
+    for p in view.providers:
+        providers[p.uuid] = p
+        tally.providers += 1
+        report.metric(M_P_CAP, p.capacity_gb * GIB, provider=p.name)
+        report.metric(M_P_USE, p.used * GIB, provider=p.name)
+        report.metric(M_P_RATIO, p.ratio, provider=p.name)
+        if p.used > p.capacity_gb:
+            tally.over_capacity += 1
             report.warning(
-                subject, f"{used} of {local} GiB local disk ({used / local:.0%}) is committed to "
-                f"instances' flavour disks, above {self.settings.committed_warning_ratio:.0%}.",
-                f"plan capacity: new instances with large disks may not fit; check df -h "
-                f"/var/lib/nova/instances on {host}",
+                f"resource provider {p.name} ({p.uuid})",
+                f"placement has {p.used} GiB DISK_GB allocated against a capacity of "
+                f"{p.capacity_gb:g} GiB ((total {p.total} - reserved {p.reserved}) x ratio "
+                f"{p.ratio:g}); usually the inventory or the ratio was lowered after instances "
+                "landed. Nothing new will be placed here until usage drops.",
+                f"openstack resource provider usage show {p.uuid}; openstack resource provider "
+                f"inventory list {p.uuid}; migrate instances off or restore disk_allocation_ratio",
             )
-
-    @staticmethod
-    def _problems(row: dict[str, Any], tally: Tally) -> list[str]:
-        problems = []
-        free, least = row["free_disk_gb"], row["disk_available_least"]
-        if free is not None and free < 0:
-            tally.negative_free += 1
-            ratio = row["disk_allocation_ratio"]
-            problems.append(
-                f"free_disk_gb is {free} GiB: instances' flavour disks commit {row['local_gb_used']} GiB "
-                f"on {row['local_gb']} GiB of local disk (scheduler view; compute disk_allocation_ratio "
-                f"{ratio if ratio is not None else 'unset'}). Either the allocation ratio lets placement "
-                "hand out more than exists, instances were forced onto the host past the scheduler, or "
-                "the disk shrank under them."
-            )
-        if least is not None and least < 0:
-            tally.negative_least += 1
-            problems.append(
-                f"disk_available_least is {least} GiB: the hypervisor says its sparse/qcow2 disks can "
-                "grow beyond the free space of the instances filesystem (host view); when the guests "
-                "fill them the filesystem runs full and guests stop with I/O errors."
-            )
-        return problems
+    return providers
 
 
-def _placement_note(row: dict[str, Any], provider: Provider | None) -> str:
+# -- compute nodes -------------------------------------------------------------------
+
+
+def _node(node: Node, provider: Provider | None, settings: DiskOvercommitProbe.Settings,
+          report: Report, tally: Tally) -> None:
+    tally.nodes += 1
+    host = node.host or "?"
+    labels = {"cell": node.cell, "host": host, "node": node.hypervisor_hostname or node.uuid or host}
+    # A NULL (ironic nodes, a node that never reported) skips that metric only.
+    for metric, value in ((M_FREE, node.free_disk_gb), (M_LEAST, node.disk_available_least),
+                          (M_LOCAL, node.local_gb), (M_USED, node.local_gb_used)):
+        if value is not None:
+            report.metric(metric, value * GIB, **labels)
+    subject = f"compute node {labels['node']} (host {host}, cell {node.cell})"
+    problems = _problems(node, tally)
+    if problems:
+        report.critical(subject, " ".join(problems) + _placement_note(provider),
+                        _remedy(host, node.disk_allocation_ratio))
+        return
+    local, used = node.local_gb, node.local_gb_used
+    if local and used is not None and used / local > settings.committed_warning_ratio:
+        tally.high += 1
+        report.warning(
+            subject, f"{used} of {local} GiB local disk ({used / local:.0%}) is committed to "
+            f"instances' flavour disks, above {settings.committed_warning_ratio:.0%}.",
+            f"plan capacity: new instances with large disks may not fit; check df -h "
+            f"/var/lib/nova/instances on {host}",
+        )
+
+
+def _problems(node: Node, tally: Tally) -> list[str]:
+    problems = []
+    free, least = node.free_disk_gb, node.disk_available_least
+    if free is not None and free < 0:
+        tally.negative_free += 1
+        ratio = node.disk_allocation_ratio
+        problems.append(
+            f"free_disk_gb is {free} GiB: instances' flavour disks commit {node.local_gb_used} GiB "
+            f"on {node.local_gb} GiB of local disk (scheduler view; compute disk_allocation_ratio "
+            f"{ratio if ratio is not None else 'unset'}). Either the allocation ratio lets placement "
+            "hand out more than exists, instances were forced onto the host past the scheduler, or "
+            "the disk shrank under them."
+        )
+    if least is not None and least < 0:
+        tally.negative_least += 1
+        problems.append(
+            f"disk_available_least is {least} GiB: the hypervisor says its sparse/qcow2 disks can "
+            "grow beyond the free space of the instances filesystem (host view); when the guests "
+            "fill them the filesystem runs full and guests stop with I/O errors."
+        )
+    return problems
+
+
+def _placement_note(provider: Provider | None) -> str:
     if provider is None:
         return ""
     note = (f" Placement allows {provider.capacity_gb:g} GiB DISK_GB here (ratio {provider.ratio:g}), "
@@ -231,11 +280,10 @@ def _placement_note(row: dict[str, Any], provider: Provider | None) -> str:
     return note
 
 
-def _remedy(host: str, row: dict[str, Any]) -> str:
+def _remedy(host: str, ratio: float | None) -> str:
     steps = [f"on {host}: df -h /var/lib/nova/instances (real usage)",
              f"openstack server list --all-projects --host {host}, then move instances off with "
              "openstack server migrate --live-migration <server uuid>"]
-    ratio = row["disk_allocation_ratio"]
     if ratio is not None and ratio > 1:
         steps.append(f"set [DEFAULT] disk_allocation_ratio = 1.0 in nova.conf on {host} and restart "
                      "nova-compute")

@@ -21,7 +21,6 @@ use up the run's time.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,10 +32,10 @@ from pymemcache.exceptions import (
     MemcacheUnknownCommandError,
 )
 
-from checks import oslo_ini
-from healthd.backends import Backends
+from healthd.errors import BackendUnavailable, Refused, TimedOut, Unresolvable
 from healthd.model import MetricSpec, MetricType, Report
-from healthd.probe import BackendUnavailable, Context, Probe, ProbeSettings
+from healthd.openstack import oslo_ini
+from healthd.probe import Context, Probe, ProbeSettings
 from healthd.redact import describe_error
 
 M_UP = "healthd_memcached_up"
@@ -66,46 +65,6 @@ class Poll:
             return int(table[key])
         except (KeyError, ValueError):
             return None
-
-
-def _text(table: dict[bytes, Any]) -> dict[str, str]:
-    return {
-        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
-        for k, v in table.items()
-    }
-
-
-def poll(backends: Backends, server: str, ctx: Context | None) -> Poll:
-    """One connection: connect, ``stats``, ``stats settings``, close."""
-    result = Poll(server)
-    client = backends.memcached(server, ctx)
-    connected = False
-    try:
-        # pymemcache connects lazily; connecting first tells a host that does not
-        # accept TCP apart from a memcached that accepts but does not answer.
-        client._connect()
-        connected = True
-        result.stats = _text(client.stats())
-        result.settings = _text(client.stats("settings"))
-    except MemcacheUnknownCommandError:
-        # Every memcached knows `stats`; an ERROR reply is its at-the-limit rejection
-        # ("ERROR Too many open connections", then it hangs up).
-        result.failure = "limit" if not result.stats else "error"
-        result.detail = "answered ERROR" if not result.stats else "`stats settings` not supported"
-    except socket.gaierror as exc:
-        result.failure, result.detail = "resolve", describe_error(exc)
-    except ConnectionRefusedError:
-        result.failure = "refused"
-    except (TimeoutError, socket.timeout):  # noqa: UP041 - both names for older Pythons
-        result.failure = "no_answer" if connected else "connect_timeout"
-    except MemcacheUnexpectedCloseError:
-        result.failure = "closed"
-    except (OSError, MemcacheError) as exc:
-        result.failure, result.detail = "error", describe_error(exc)
-    finally:
-        with contextlib.suppress(Exception):  # closing a broken socket must not hide the result
-            client.close()
-    return result
 
 
 class MemcachedProbe(Probe):
@@ -149,162 +108,229 @@ class MemcachedProbe(Probe):
             return self
 
     def run(self, ctx: Context, report: Report) -> None:
-        servers = self._servers(ctx, report)
-        if not servers:
+        s = self.settings
+        missing, configs = read_config_files(s.config_files)
+        report_config_files(report, missing, configs)
+        sources = server_sources(ctx.memcached_servers(), configs)
+        if not sources:
             raise BackendUnavailable(
                 "no memcached servers configured (backends.memcached.servers or "
                 "checks.memcached.config_files)"
             )
-        polls = self._poll_all(ctx, list(servers))
-        counters: dict[str, dict[str, Any]] = ctx.state.setdefault(STATE_KEY, {})
-        for server in servers:
-            self._judge(report, polls[server], servers[server], counters)
-        up = sum(1 for p in polls.values() if not p.failure)
-        report.summary = f"{up} of {len(servers)} memcached server(s) answering"
-
-    # -- which servers ------------------------------------------------------
-    def _servers(self, ctx: Context, report: Report) -> dict[str, list[str]]:
-        """Normalized host:port -> where it was configured, in first-seen order."""
-        servers: dict[str, list[str]] = {}
-        for entry in ctx.backends.memcached_servers():
-            server = oslo_ini.normalize_server(entry)
-            if server:
-                servers.setdefault(server, []).append("backends.memcached.servers")
-        paths, missing = oslo_ini.expand(self.settings.config_files)
-        for miss in missing:
-            report.warning(f"config_files pattern {miss.pattern}", "matches no file",
-                           "fix checks.memcached.config_files in healthd.yaml")
-        for path in paths:
-            cf = oslo_ini.read(path)
-            if cf.error:
-                report.warning(f"file {path}", f"cannot read it ({cf.error}); the memcached servers it "
-                               "lists are not checked",
-                               f"let the healthd user read it (e.g. setfacl -m u:healthd:r {path}) "
-                               "or fix checks.memcached.config_files")
-                continue
-            for section, option, entries in oslo_ini.memcache_server_lists(cf):
-                for server in entries:
-                    servers.setdefault(server, []).append(f"{path} [{section}] {option}")
-        return servers
-
-    def _poll_all(self, ctx: Context, servers: list[str]) -> dict[str, Poll]:
-        return ctx.map_parallel(
-            lambda server: poll(ctx.backends, server, ctx), servers, self.settings.max_parallel,
+        polls = ctx.map_parallel(
+            lambda server: poll(ctx, server), list(sources), s.max_parallel,
             on_deadline=lambda server: Poll(server, failure="deadline"),
         )
+        judge(report, polls, sources, ctx.state.setdefault(STATE_KEY, {}), s)
 
-    # -- judging one server ---------------------------------------------------
-    def _judge(self, report: Report, p: Poll, sources: list[str],
-               counters: dict[str, dict[str, Any]]) -> None:
-        report.metric(M_UP, 0 if p.failure else 1, server=p.server)
-        if p.failure:
-            self._report_failure(report, p, sources, counters.get(p.server, {}))
-            return
-        curr, maxconns = p.number("curr_connections"), p.number("maxconns", "settings")
-        reserved = p.number("reserved_fds") or 0
-        listen, rejected = p.number("listen_disabled_num"), p.number("rejected_connections")
-        uptime = p.number("uptime")
-        if curr is not None:
-            report.metric(M_CURR, curr, server=p.server)
-        if maxconns:
-            report.metric(M_MAX, maxconns, server=p.server)
-        if uptime is not None:
-            report.metric(M_UPTIME, uptime, server=p.server)
-        if listen is not None:
-            report.metric(M_LISTEN, listen, server=p.server)
-        if rejected is not None:
-            report.metric(M_REJECTED, rejected, server=p.server)
-        if curr is not None and maxconns:
-            ratio = (curr + reserved) / maxconns
-            report.metric(M_RATIO, ratio, server=p.server)
-            self._judge_ratio(report, p.server, curr, reserved, maxconns, ratio)
-        self._judge_refusals(report, p.server, counters, uptime, listen, rejected)
-        if curr is not None and maxconns:
-            counters[p.server]["ratio"] = ratio  # quoted if the server stops answering
 
-    def _judge_ratio(self, report: Report, server: str, curr: int, reserved: int, maxconns: int,
-                     ratio: float) -> None:
-        s = self.settings
-        if ratio < s.warning_ratio:
-            return
-        level = report.critical if ratio >= s.critical_ratio else report.warning
-        limit = s.critical_ratio if ratio >= s.critical_ratio else s.warning_ratio
-        level(
+# == loading: which servers (config files), and what each one says (one connection) ==
+
+
+def read_config_files(patterns: list[str]) -> tuple[list[oslo_ini.MissingPattern], list[oslo_ini.ConfigFile]]:
+    """The service config files named by the patterns, parsed (or with the reason they are not)."""
+    paths, missing = oslo_ini.expand(patterns)
+    return missing, [oslo_ini.read(path) for path in paths]
+
+
+def poll(ctx: Context, server: str) -> Poll:
+    """One connection: connect, ``stats``, ``stats settings``, close."""
+    result = Poll(server)
+    try:
+        with ctx.memcached(server) as client:
+            try:
+                result.stats = _text(client.stats())
+                result.settings = _text(client.stats("settings"))
+            except MemcacheUnknownCommandError:
+                # Every memcached knows `stats`; an ERROR reply is its at-the-limit rejection
+                # ("ERROR Too many open connections", then it hangs up).
+                result.failure = "limit" if not result.stats else "error"
+                result.detail = "answered ERROR" if not result.stats else "`stats settings` not supported"
+            except (TimeoutError, socket.timeout):  # noqa: UP041 - both names for older Pythons
+                result.failure = "no_answer"
+            except MemcacheUnexpectedCloseError:
+                # Closed by the server, or by the deadline cutting a server that never answered.
+                result.failure = "no_answer" if ctx.deadline.expired else "closed"
+            except (OSError, MemcacheError) as exc:
+                # The deadline shut the socket: the server did not answer in the check's time.
+                result.failure = "no_answer" if ctx.deadline.expired else "error"
+                result.detail = describe_error(exc)
+    except Unresolvable as exc:
+        result.failure, result.detail = "resolve", str(exc)
+    except Refused:
+        result.failure = "refused"
+    except TimedOut:
+        result.failure = "connect_timeout"
+    except BackendUnavailable as exc:
+        result.failure, result.detail = "error", str(exc)
+    return result
+
+
+def _text(table: dict[bytes, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in table.items()
+    }
+
+
+# == judging: plain data -> findings and metrics (no I/O) ===========================
+
+
+def report_config_files(report: Report, missing: list[oslo_ini.MissingPattern],
+                        configs: list[oslo_ini.ConfigFile]) -> None:
+    """Patterns that match nothing and files that cannot be read: their servers go unchecked."""
+    for miss in missing:
+        report.warning(f"config_files pattern {miss.pattern}", "matches no file",
+                       "fix checks.memcached.config_files in healthd.yaml")
+    for cf in configs:
+        if cf.error:
+            report.warning(f"file {cf.path}", f"cannot read it ({cf.error}); the memcached servers it "
+                           "lists are not checked",
+                           f"let the healthd user read it (e.g. setfacl -m u:healthd:r {cf.path}) "
+                           "or fix checks.memcached.config_files")
+
+
+def server_sources(configured: list[str], configs: list[oslo_ini.ConfigFile]) -> dict[str, list[str]]:
+    """Normalized host:port -> where it was configured, in first-seen order."""
+    servers: dict[str, list[str]] = {}
+    for entry in configured:
+        server = oslo_ini.normalize_server(entry)
+        if server:
+            servers.setdefault(server, []).append("backends.memcached.servers")
+    for cf in configs:
+        if cf.error:
+            continue
+        for section, option, entries in oslo_ini.memcache_server_lists(cf):
+            for server in entries:
+                servers.setdefault(server, []).append(f"{cf.path} [{section}] {option}")
+    return servers
+
+
+def judge(report: Report, polls: dict[str, Poll], sources: dict[str, list[str]],
+          counters: dict[str, dict[str, Any]], s: MemcachedProbe.Settings) -> None:
+    """Judge every server's poll. ``counters`` holds each server's counters from the previous
+    run (ctx.state): it is read for the refusals since then, and updated for the next run."""
+    for server in sources:
+        _judge_server(report, polls[server], sources[server], counters, s)
+    up = sum(1 for p in polls.values() if not p.failure)
+    report.summary = f"{up} of {len(sources)} memcached server(s) answering"
+
+
+def _judge_server(report: Report, p: Poll, sources: list[str], counters: dict[str, dict[str, Any]],
+                  s: MemcachedProbe.Settings) -> None:
+    report.metric(M_UP, 0 if p.failure else 1, server=p.server)
+    if p.failure:
+        _report_failure(report, p, sources, counters.get(p.server, {}))
+        return
+    curr, maxconns = p.number("curr_connections"), p.number("maxconns", "settings")
+    reserved = p.number("reserved_fds") or 0
+    listen, rejected = p.number("listen_disabled_num"), p.number("rejected_connections")
+    uptime = p.number("uptime")
+    if curr is not None:
+        report.metric(M_CURR, curr, server=p.server)
+    if maxconns:
+        report.metric(M_MAX, maxconns, server=p.server)
+    if uptime is not None:
+        report.metric(M_UPTIME, uptime, server=p.server)
+    if listen is not None:
+        report.metric(M_LISTEN, listen, server=p.server)
+    if rejected is not None:
+        report.metric(M_REJECTED, rejected, server=p.server)
+    if curr is not None and maxconns:
+        ratio = (curr + reserved) / maxconns
+        report.metric(M_RATIO, ratio, server=p.server)
+        _judge_ratio(report, p.server, curr, reserved, maxconns, ratio, s)
+    _judge_refusals(report, p.server, counters, uptime, listen, rejected)
+    if curr is not None and maxconns:
+        counters[p.server]["ratio"] = ratio  # quoted if the server stops answering
+
+
+def _judge_ratio(report: Report, server: str, curr: int, reserved: int, maxconns: int,
+                 ratio: float, s: MemcachedProbe.Settings) -> None:
+    # memcached turns new clients away once curr_conns + reserved_fds >= maxconns - 1
+    # (memcached.c drive_machine, conn_listening), hence the reserved descriptors in the ratio.
+    if ratio < s.warning_ratio:
+        return
+    level = report.critical if ratio >= s.critical_ratio else report.warning
+    limit = s.critical_ratio if ratio >= s.critical_ratio else s.warning_ratio
+    level(
+        f"memcached {server}",
+        f"{curr} client connections + {reserved} reserved descriptors of maxconns {maxconns} "
+        f"({ratio:.0%}, threshold {limit:.0%}): near its connection limit, after which new "
+        "clients (nova, keystone token validation, horizon sessions) are refused",
+        _limit_fix(server),
+    )
+
+
+def _judge_refusals(report: Report, server: str, counters: dict[str, dict[str, Any]],
+                    uptime: int | None, listen: int | None, rejected: int | None) -> None:
+    now = {"uptime": uptime, "listen": listen, "rejected": rejected}
+    before = counters.get(server)
+    counters[server] = {k: v for k, v in now.items() if v is not None}
+    if before is None:
+        return  # first sight of this server: baseline only
+    restarted = any(
+        now[k] is not None and k in before and now[k] < before[k]  # type: ignore[operator]
+        for k in ("uptime", "listen", "rejected")
+    )
+    if restarted:
+        return  # counters started again from zero: a new baseline, nothing to compare
+    events = []
+    new_rejected = (rejected or 0) - before.get("rejected", rejected or 0)
+    new_listen = (listen or 0) - before.get("listen", listen or 0)
+    if new_rejected > 0:
+        events.append(f"refused {new_rejected} connection(s) (rejected_connections "
+                      f"{before['rejected']} -> {rejected})")
+    if new_listen > 0:
+        events.append(f"stopped accepting connections {new_listen} time(s) at its limit "
+                      f"(listen_disabled_num {before['listen']} -> {listen})")
+    if events:
+        report.critical(
             f"memcached {server}",
-            f"{curr} client connections + {reserved} reserved descriptors of maxconns {maxconns} "
-            f"({ratio:.0%}, threshold {limit:.0%}): near its connection limit, after which new "
-            "clients (nova, keystone token validation, horizon sessions) are refused",
+            "since the previous check it " + " and ".join(events)
+            + ": clients were turned away at the connection limit",
             _limit_fix(server),
         )
 
-    def _judge_refusals(self, report: Report, server: str, counters: dict[str, dict[str, Any]],
-                        uptime: int | None, listen: int | None, rejected: int | None) -> None:
-        now = {"uptime": uptime, "listen": listen, "rejected": rejected}
-        before = counters.get(server)
-        counters[server] = {k: v for k, v in now.items() if v is not None}
-        if before is None:
-            return  # first sight of this server: baseline only
-        restarted = any(
-            now[k] is not None and k in before and now[k] < before[k]  # type: ignore[operator]
-            for k in ("uptime", "listen", "rejected")
-        )
-        if restarted:
-            return  # counters started again from zero: a new baseline, nothing to compare
-        events = []
-        new_rejected = (rejected or 0) - before.get("rejected", rejected or 0)
-        new_listen = (listen or 0) - before.get("listen", listen or 0)
-        if new_rejected > 0:
-            events.append(f"refused {new_rejected} connection(s) (rejected_connections "
-                          f"{before['rejected']} -> {rejected})")
-        if new_listen > 0:
-            events.append(f"stopped accepting connections {new_listen} time(s) at its limit "
-                          f"(listen_disabled_num {before['listen']} -> {listen})")
-        if events:
-            report.critical(
-                f"memcached {server}",
-                "since the previous check it " + " and ".join(events)
-                + ": clients were turned away at the connection limit",
-                _limit_fix(server),
-            )
 
-    def _report_failure(self, report: Report, p: Poll, sources: list[str], last: dict[str, float]) -> None:
-        where = "; configured in " + ", ".join(sources)
-        host, _, port = p.server.rpartition(":")
-        subject = f"memcached {p.server}"
-        if p.failure in ("limit", "no_answer", "connect_timeout", "closed"):
-            seen = f" (at the previous check it used {last['ratio']:.0%} of its limit)" \
-                if "ratio" in last else ""
-            what = {
-                "limit": "connection limit reached: it refused healthd's connection with "
-                         "'ERROR Too many open connections', and refuses other new clients the same way",
-                "no_answer": "connection limit reached / not answering: the TCP connection was accepted "
-                             "(by the kernel backlog) but `stats` got no reply before the timeout; a "
-                             "memcached at its connection limit stops accepting connections, or the "
-                             "process is hung",
-                "connect_timeout": "connection limit reached / not answering: no TCP connection before the "
-                                   "timeout; a memcached at its connection limit stops accepting and "
-                                   "shrinks its accept queue, so new connections are dropped; otherwise "
-                                   "the host is down or a firewall drops the traffic",
-                "closed": "it accepted the connection and closed it without answering (connection limit "
-                          "reached, or not a memcached on this port)",
-            }[p.failure]
-            fix = _limit_fix(p.server) + f". If few clients are connected, the process is hung: restart " \
-                f"memcached on {host}"
-            if p.failure == "connect_timeout":
-                fix += f". If nothing is connected, check that {host} is up and {port}/tcp is open from here"
-            report.critical(subject, what + seen + where, fix)
-            return
-        what, fix = {
-            "refused": ("connection refused: memcached is not running or not listening on this port",
-                        f"on {host}: systemctl status memcached; check the listen address and port "
-                        f"(ss -ltnp | grep ':{port} ') and start it"),
-            "resolve": (f"the host name does not resolve ({p.detail})",
-                        "fix the host name in the configuration or in DNS / /etc/hosts"),
-            "deadline": ("no result before the probe's deadline",
-                         "raise checks.memcached.timeout or check the network path to the server"),
-        }.get(p.failure, (f"cannot read stats ({p.detail})",
-                          f"check memcached on {host} (systemctl status memcached)"))
-        report.critical(subject, what + where, fix)
+def _report_failure(report: Report, p: Poll, sources: list[str], last: dict[str, float]) -> None:
+    where = "; configured in " + ", ".join(sources)
+    host, _, port = p.server.rpartition(":")
+    subject = f"memcached {p.server}"
+    if p.failure in ("limit", "no_answer", "connect_timeout", "closed"):
+        seen = f" (at the previous check it used {last['ratio']:.0%} of its limit)" \
+            if "ratio" in last else ""
+        what = {
+            "limit": "connection limit reached: it refused healthd's connection with "
+                     "'ERROR Too many open connections', and refuses other new clients the same way",
+            "no_answer": "connection limit reached / not answering: the TCP connection was accepted "
+                         "(by the kernel backlog) but `stats` got no reply before the timeout; a "
+                         "memcached at its connection limit stops accepting connections, or the "
+                         "process is hung",
+            "connect_timeout": "connection limit reached / not answering: no TCP connection before the "
+                               "timeout; a memcached at its connection limit stops accepting and "
+                               "shrinks its accept queue, so new connections are dropped; otherwise "
+                               "the host is down or a firewall drops the traffic",
+            "closed": "it accepted the connection and closed it without answering (connection limit "
+                      "reached, or not a memcached on this port)",
+        }[p.failure]
+        fix = _limit_fix(p.server) + f". If few clients are connected, the process is hung: restart " \
+            f"memcached on {host}"
+        if p.failure == "connect_timeout":
+            fix += f". If nothing is connected, check that {host} is up and {port}/tcp is open from here"
+        report.critical(subject, what + seen + where, fix)
+        return
+    what, fix = {
+        "refused": ("connection refused: memcached is not running or not listening on this port",
+                    f"on {host}: systemctl status memcached; check the listen address and port "
+                    f"(ss -ltnp | grep ':{port} ') and start it"),
+        "resolve": (f"the host name does not resolve ({p.detail})",
+                    "fix the host name in the configuration or in DNS / /etc/hosts"),
+        "deadline": ("no result before the probe's deadline",
+                     "raise checks.memcached.timeout or check the network path to the server"),
+    }.get(p.failure, (f"cannot read stats ({p.detail})",
+                      f"check memcached on {host} (systemctl status memcached)"))
+    report.critical(subject, what + where, fix)
 
 
 def _limit_fix(server: str) -> str:

@@ -36,8 +36,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from healthd.backends import Database
+from healthd.connections import Database
+from healthd.errors import AccessDenied
 from healthd.model import MetricSpec, Report, Severity
+from healthd.openstack.cells import cell_db, cells
 from healthd.probe import BackendUnavailable, Context, Probe, ProbeSettings
 
 COMPUTE = "nova-compute"
@@ -82,6 +84,7 @@ class View:
     stuck: list[Stuck] = field(default_factory=list)
     stuck_cells: set[str] = field(default_factory=set)  # cells looked at (metric 0 when clean)
     zones: dict[str, str] | None = field(default_factory=dict)  # host -> AZ (DB); None: unreadable
+    zones_denied: str = ""  # why the zones could not be read (the grant is missing)
 
 
 class NovaServicesProbe(Probe):
@@ -146,57 +149,74 @@ class NovaServicesProbe(Probe):
         max_listed_servers: int = Field(10, ge=1, description="server uuids named per finding")
 
     def run(self, ctx: Context, report: Report) -> None:
-        s = self.settings
-        view = View()
-        if s.source in ("api", "both"):
-            _load_api_services(ctx, view)
-        if s.source in ("db", "both"):
-            _load_db(ctx, view, report, s, merge=s.source == "both")
-        elif s.check_stuck_builds:
-            _load_api_stuck(ctx, view, s.stuck_build_seconds)
-        _judge_services(view, report)
-        _judge_stuck(view, report, s.max_listed_servers)
-        _export(view, report)
+        judge(report, load(ctx, self.settings), self.settings)
+
+
+# == loading: the compute API and the databases -> View (all I/O goes through ctx) ==
+
+
+def load(ctx: Context, s: NovaServicesProbe.Settings) -> View:
+    """Everything the judgement needs, read from the sources the settings name."""
+    view = View()
+    if s.source in ("api", "both"):
+        _load_api_services(ctx, view)
+    if s.source in ("db", "both"):
+        _load_db(ctx, view, s, merge=s.source == "both")
+    elif s.check_stuck_builds:
+        _load_api_stuck(ctx, view, s.stuck_build_seconds)
+    return view
 
 
 # -- compute API ---------------------------------------------------------------
 
 
 def _load_api_services(ctx: Context, view: View) -> None:
-    conn = ctx.backends.openstack(ctx)
-    with ctx.backends.openstack_call("compute service list (os-services)"):
+    conn = ctx.openstack()
+    with ctx.api_call("compute service list (os-services)"):
         rows = list(conn.compute.services())
     for r in rows:
-        if r.binary in API_BINARIES:
-            continue
-        # A service in a cell nova cannot reach comes back with status UNKNOWN and no state.
-        up = {"up": True, "down": False}.get(str(r.state or "").lower())
-        view.services[(r.binary, r.host)] = Svc(
-            binary=str(r.binary),
-            host=str(r.host),
-            zone=str(r.availability_zone or ""),
-            enabled=str(r.status or "").lower() != "disabled",
-            up=up,
-            forced_down=bool(r.is_forced_down),
-            disabled_reason=str(r.disabled_reason or ""),
-        )
+        svc = service_from_api(r)
+        if svc is not None:
+            view.services[(svc.binary, svc.host)] = svc
 
 
 def _load_api_stuck(ctx: Context, view: View, threshold: float) -> None:
-    conn = ctx.backends.openstack(ctx)
+    conn = ctx.openstack()
     now = datetime.now(UTC)
-    with ctx.backends.openstack_call("compute server list (status BUILD, all projects)"):
+    with ctx.api_call("compute server list (status BUILD, all projects)"):
         servers = list(conn.compute.servers(details=True, all_projects=True, status="BUILD"))
     view.stuck_cells.add("")
+    view.stuck.extend(stuck_from_api(servers, now, threshold))
+
+
+def service_from_api(r: Any) -> Svc | None:
+    """One os-services entry (openstacksdk Service) as a Svc; None for the API services."""
+    if r.binary in API_BINARIES:
+        return None
+    # A service in a cell nova cannot reach comes back with status UNKNOWN and no state.
+    up = {"up": True, "down": False}.get(str(r.state or "").lower())
+    return Svc(
+        binary=str(r.binary),
+        host=str(r.host),
+        zone=str(r.availability_zone or ""),
+        enabled=str(r.status or "").lower() != "disabled",
+        up=up,
+        forced_down=bool(r.is_forced_down),
+        disabled_reason=str(r.disabled_reason or ""),
+    )
+
+
+def stuck_from_api(servers: list[Any], now: datetime, threshold: float) -> list[Stuck]:
+    """The servers in BUILD for longer than threshold seconds at ``now``."""
+    stuck = []
     for srv in servers:
         # Not `updated`: nova renders a NULL updated_at as the current time (utils.isotime(None)),
         # and a build that never reached a compute has none. BUILD lasts from creation on.
         since = _parse_time(srv.created_at)
         age = (now - since).total_seconds() if since else 0.0
         if age > threshold:
-            view.stuck.append(
-                Stuck(str(srv.id), str(srv.compute_host or ""), "", age, str(srv.task_state or ""))
-            )
+            stuck.append(Stuck(str(srv.id), str(srv.compute_host or ""), "", age, str(srv.task_state or "")))
+    return stuck
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -242,29 +262,28 @@ BUILD_REQUESTS_SQL = (
 )
 
 
-def _load_db(ctx: Context, view: View, report: Report, s: NovaServicesProbe.Settings, merge: bool) -> None:
-    backends = ctx.backends
+def _load_db(ctx: Context, view: View, s: NovaServicesProbe.Settings, merge: bool) -> None:
     threshold = int(s.stuck_build_seconds)
-    cells = backends.cells(ctx)
-    if not cells:
+    all_cells = cells(ctx)
+    if not all_cells:
         raise BackendUnavailable("nova_api.cell_mappings lists no cell besides cell0")
     if not merge or s.check_stuck_builds:
-        with backends.database("nova_api", ctx) as api:
+        with ctx.db("nova_api") as api:
             if not merge:  # with source: both, the API names the zones
-                _load_zones(api, view, report)
+                _load_zones(api, view)
             if s.check_stuck_builds:
                 for row in api.query(BUILD_REQUESTS_SQL, (threshold,)):
                     view.stuck.append(
                         Stuck(row["instance_uuid"], "", UNSCHEDULED, float(row["age"]), "scheduling")
                     )
                 view.stuck_cells.add(UNSCHEDULED)
-    zone_of = _zone_rule(view, s)
-    for cell in cells:
-        with backends.cell_database(cell, ctx) as db:
+    zone_of = zone_rule(view.zones, s.default_availability_zone, s.internal_service_availability_zone)
+    for cell in all_cells:
+        with cell_db(ctx, cell) as db:
             services = db.query(SERVICES_SQL)
             instances = db.query(INSTANCES_SQL, (threshold,)) if s.check_stuck_builds else []
         for row in services:
-            _merge_db_service(view, cell.label, row, s.service_down_time, merge, zone_of)
+            merge_db_service(view, cell.label, row, s.service_down_time, merge, zone_of)
         for row in instances:
             view.stuck.append(
                 Stuck(row["uuid"], row["host"] or "", cell.label, float(row["age"]), row["task_state"] or "")
@@ -275,25 +294,27 @@ def _load_db(ctx: Context, view: View, report: Report, s: NovaServicesProbe.Sett
         _forced_hosts(ctx, view)
 
 
-def _load_zones(api: Database, view: View, report: Report) -> None:
-    """Zones are labels, not the verdict: without the grant the probe still judges, and says why
-    its zone labels are missing."""
+def _load_zones(api: Database, view: View) -> None:
+    """Zones are labels, not the verdict: without the grant the probe still judges, and
+    _judge_zones says why its zone labels are missing."""
     try:
         rows = api.query(ZONES_SQL)
-    except BackendUnavailable as exc:
-        report.warning("availability zones", f"zone labels left empty: {exc}",
-                       "GRANT SELECT ON nova_api.aggregate_hosts and nova_api.aggregate_metadata to the "
-                       "healthd account (deploy/mysql/grants.sql)")
-        view.zones = None
+    except AccessDenied as exc:
+        view.zones, view.zones_denied = None, str(exc)
         return
+    view.zones = zones_from_rows(rows)
+
+
+def zones_from_rows(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """host -> zone label from ZONES_SQL rows (several AZ aggregates: joined with ',')."""
     zones: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         zones[row["host"]].add(row["value"])
-    view.zones = {host: ",".join(sorted(names)) for host, names in zones.items()}
+    return {host: ",".join(sorted(names)) for host, names in zones.items()}
 
 
-def _zone_rule(view: View, s: NovaServicesProbe.Settings) -> Callable[[str, str], str]:
-    zones, default, internal = view.zones, s.default_availability_zone, s.internal_service_availability_zone
+def zone_rule(zones: dict[str, str] | None, default: str, internal: str) -> Callable[[str, str], str]:
+    """zone_of(binary, host) as nova labels it; "" for everything when the zones are unknown."""
     if zones is None:
         return lambda binary, host: ""
 
@@ -315,16 +336,17 @@ def _forced_hosts(ctx: Context, view: View) -> None:
     if not uuids:
         return
     marks = ", ".join(["%s"] * len(uuids))
-    with ctx.backends.database("nova_api", ctx) as api:
+    with ctx.db("nova_api") as api:
         rows = api.query(
             f"SELECT instance_uuid, spec FROM request_specs WHERE instance_uuid IN ({marks})", uuids
         )
-    forced = {r["instance_uuid"]: _spec_forced_host(r["spec"]) for r in rows}
+    forced = {r["instance_uuid"]: spec_forced_host(r["spec"]) for r in rows}
     for st in view.stuck:
         st.forced_host = forced.get(st.uuid, "") or st.forced_host
 
 
-def _spec_forced_host(spec: Any) -> str:
+def spec_forced_host(spec: Any) -> str:
+    """The one host of a serialized RequestSpec's force_hosts, else ""."""
     try:
         data = json.loads(spec or "{}").get("nova_object.data", {})
     except (TypeError, ValueError, AttributeError):
@@ -333,8 +355,9 @@ def _spec_forced_host(spec: Any) -> str:
     return str(hosts[0]) if isinstance(hosts, list) and len(hosts) == 1 else ""
 
 
-def _merge_db_service(view: View, cell: str, row: dict[str, Any], down_time: float, merge: bool,
-                      zone_of: Callable[[str, str], str]) -> None:
+def merge_db_service(view: View, cell: str, row: dict[str, Any], down_time: float, merge: bool,
+                     zone_of: Callable[[str, str], str]) -> None:
+    """Add one SERVICES_SQL row to the view; with merge, to the API's entry for it."""
     if row["binary"] in API_BINARIES:
         return
     age = float(row["age"]) if row["age"] is not None else None
@@ -350,6 +373,8 @@ def _merge_db_service(view: View, cell: str, row: dict[str, Any], down_time: flo
         zone=zone_of(row["binary"], row["host"]),
         cell=cell,
         enabled=not row["disabled"],
+        # nova/servicegroup/api.py service_is_up: forced_down first, then the driver's is_up
+        # (nova/servicegroup/drivers/db.py: abs(elapsed) <= service_down_time).
         up=not forced and age is not None and abs(age) <= down_time,
         forced_down=forced,
         disabled_reason=row["disabled_reason"] or "",
@@ -357,7 +382,21 @@ def _merge_db_service(view: View, cell: str, row: dict[str, Any], down_time: flo
     )
 
 
-# -- judgement -------------------------------------------------------------------
+# == judging: a View and the settings -> findings and metrics (no I/O) ==========
+
+
+def judge(report: Report, view: View, s: NovaServicesProbe.Settings) -> None:
+    _judge_zones(view, report)
+    _judge_services(view, report)
+    _judge_stuck(view, report, s.max_listed_servers)
+    _export(view, report)
+
+
+def _judge_zones(view: View, report: Report) -> None:
+    if view.zones_denied:
+        report.warning("availability zones", f"zone labels left empty: {view.zones_denied}",
+                       "GRANT SELECT ON nova_api.aggregate_hosts and nova_api.aggregate_metadata to the "
+                       "healthd account (deploy/mysql/grants.sql)")
 
 
 def _since(svc: Svc) -> str:

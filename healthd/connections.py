@@ -19,7 +19,7 @@ import socket
 import ssl
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pymysql
@@ -193,7 +193,10 @@ def memcached(server: str, deadline: Deadline, connect_timeout: float, timeout: 
     """
     from pymemcache.client.base import Client
 
-    host, port = split_host_port(server, 11211)
+    try:
+        host, port = split_host_port(server, 11211)
+    except ValueError:
+        raise NotConfigured(f"memcached {server}: not HOST:PORT with a numeric port") from None
     client = Client((host, port), connect_timeout=deadline.remaining(connect_timeout),
                     timeout=deadline.remaining(timeout), no_delay=True)
     try:
@@ -217,10 +220,14 @@ def amqp_handshake(host: str, port: int, user: str, password: str, vhost: str, d
                    timeout: float, tls: ssl.SSLContext | None = None) -> None:
     """Complete an AMQP handshake (authentication and vhost open), then close.
 
-    pika's stack_timeout bounds the whole handshake (TCP, TLS, AMQP), not each read.
+    pika's stack_timeout bounds the whole handshake (TCP, TLS, AMQP), not each read; when it
+    trips, pika raises its connector's own AMQPConnectorStackTimeout, which is no AMQPError.
+    The close that follows waits for the broker's Close-Ok without any timeout, so the
+    socket is put under the deadline's guard as soon as pika hands the connection over.
     """
     import pika
     import pika.exceptions
+    from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQPConnectorStackTimeout
 
     where = f"AMQP {host}:{port}"
     limit = deadline.remaining(timeout)
@@ -243,8 +250,23 @@ def amqp_handshake(host: str, port: int, user: str, password: str, vhost: str, d
     except pika.exceptions.AMQPError as exc:
         detail = describe_error(exc) or "no AMQP answer"
         raise ProtocolError(f"{where}: handshake failed ({detail})") from None
-    with contextlib.suppress(Exception):
-        connection.close()
+    except AMQPConnectorStackTimeout:
+        raise TimedOut(f"{where}: no complete AMQP handshake within {limit:.1f} s") from None
+    except AMQPConnectorException as exc:  # the connector's other failures (aborted, wrong state)
+        raise ProtocolError(f"{where}: handshake failed ({type(exc).__name__})") from None
+    token = deadline.guard(_pika_socket(connection))
+    try:
+        with contextlib.suppress(Exception):
+            connection.close()
+    finally:
+        deadline.release(token)
+
+
+def _pika_socket(connection: Any) -> socket.socket | None:
+    """The socket under a BlockingConnection (pika keeps it private: None if that changes)."""
+    transport = getattr(getattr(connection, "_impl", None), "_transport", None)
+    sock = getattr(transport, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _amqp_connection_error(where: str, exc: BaseException, deadline: Deadline) -> BackendUnavailable:
@@ -282,12 +304,14 @@ class OpenStack:
         self._lock = threading.Lock()
         self._region: Any = None
 
-    def connect(self, deadline: Deadline) -> Any:
+    def connect(self, deadline: Deadline) -> tuple[Any, Callable[[], None]]:
+        """(an openstacksdk Connection for this run, the function that closes its sockets)."""
         import openstack.connection
 
         region = copy.copy(self._cloud_region())
-        region._keystone_session = self._session(region, deadline)  # the constructor's session=
-        return openstack.connection.Connection(config=region)
+        session = self._session(region, deadline)
+        region._keystone_session = session  # what the constructor's session= sets
+        return openstack.connection.Connection(config=region), session.session.close
 
     def reset(self) -> None:
         """Forget the credentials' state (a token or session that may be broken)."""
@@ -371,7 +395,8 @@ def api_error(what: str, exc: BaseException, deadline: Deadline) -> BackendUnava
     from openstack import exceptions as os_exc
 
     if deadline.expired:
-        return TimedOut(f"{what}: no answer before the check's deadline")
+        peer = _request_peer(exc)
+        return TimedOut(f"{what}: no answer{f' from {peer}' if peer else ''} before the check's deadline")
     if isinstance(exc, ks_exc.ConnectionError):
         cause = _socket_cause(exc)
         if cause is not None:
@@ -387,6 +412,27 @@ def api_error(what: str, exc: BaseException, deadline: Deadline) -> BackendUnava
     if isinstance(exc, OSError):
         return from_os_error(what, exc)
     return BackendUnavailable(f"{what}: {detail}")
+
+
+def _request_peer(exc: BaseException) -> str:
+    """scheme://host:port of the request that failed, from the exception chain ('' if none).
+
+    The deadline's message has no other detail to name the peer by (requests' errors keep
+    the request, keystoneauth's the response); the path and any user info are left out.
+    """
+    from urllib.parse import urlsplit
+
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            break
+        for holder in (getattr(current, "request", None), getattr(current, "response", None)):
+            url = getattr(holder, "url", None)
+            if isinstance(url, str) and "://" in url:
+                parts = urlsplit(url)
+                return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        current = current.__cause__ or current.__context__
+    return ""
 
 
 def _socket_cause(exc: BaseException) -> OSError | None:

@@ -12,6 +12,11 @@ instead of outliving its run (the scheduler has already reported it UNKNOWN).
 of the socket taken at registration reaches the connection even after a
 library wrapped the original in TLS; and since the dup is ours, its number
 can never be reused for an unrelated socket before we close it.
+
+When the run ends (``close``), whatever is still registered is cut too: it can
+only belong to a thread the run left behind (a ``map_parallel`` worker whose
+waiter saw the deadline before the timer did) or to the run's discarded HTTP
+pool, and neither may outlive the run.
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ class Deadline:
         if sock is None:
             return None
         try:
-            dup = sock.dup()
+            # Not sock.dup(): an ssl.SSLSocket (pika's TLS transport) refuses it.
+            dup = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
         except OSError:
             return None  # already closed: nothing left to interrupt
         with self._lock:
@@ -79,14 +85,21 @@ class Deadline:
             _cut(sock)
 
     def close(self) -> None:
-        """The run is over: stop the timer and let go of the dups (the connections stay the
-        handles' to close)."""
+        """The run is over: stop the timer and cut what is still registered.
+
+        A handle that ended normally has released its socket already. One still here
+        belongs to a thread the run no longer waits for: ``map_parallel`` stops waiting at
+        the deadline, and when its wait returns before this timer fires, the run can end
+        first; merely closing the dup would leave that thread reading a trickling peer
+        forever. Or it is a pooled HTTP connection of the run's session, which ends with
+        the run anyway.
+        """
         self._timer.cancel()
         with self._lock:
             self._closed = True
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
-            sock.close()
+            _cut(sock)
 
 
 def _cut(sock: socket.socket) -> None:

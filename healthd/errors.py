@@ -48,7 +48,15 @@ class AccessDenied(BackendUnavailable):
 
 
 class TlsFailed(BackendUnavailable):
-    """The TLS handshake failed or the certificate was not trusted."""
+    """The TLS handshake failed."""
+
+
+class TlsUntrusted(TlsFailed):
+    """The peer's certificate did not verify (expired, unknown CA, ...); ``verify_message`` says why."""
+
+    def __init__(self, reason: str, verify_message: str = "") -> None:
+        super().__init__(reason)
+        self.verify_message = verify_message
 
 
 class ProtocolError(BackendUnavailable):
@@ -66,7 +74,7 @@ def from_os_error(where: str, exc: BaseException, deadline_passed: bool = False)
     if isinstance(exc, TimeoutError | socket.timeout):
         return TimedOut(f"{where}: timed out")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return TlsFailed(f"{where}: TLS certificate not trusted: {exc.verify_message}")
+        return TlsUntrusted(f"{where}: TLS certificate not trusted: {exc.verify_message}", exc.verify_message)
     if isinstance(exc, ssl.SSLError):
         return TlsFailed(f"{where}: TLS handshake failed: {exc.reason or describe_error(exc)}")
     if isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError):

@@ -164,7 +164,8 @@ class Report:
         if math.isnan(value) and spec.type is MetricType.COUNTER:
             raise ValueError(f"counter {name} must not be NaN")
         shown = "1.0" if spec.type is MetricType.INFO else textformat.go_float(value)
-        self._entries[key] = (Sample(name, key_labels, value), f"{textformat.series_of(key)} {shown}\n")
+        text = f"{textformat.series(name, key_labels)} {shown}\n"
+        self._entries[key] = (Sample(name, key_labels, value), text)
 
     def finding(
         self, severity: Severity, subject: str, message: str, remediation: str = ""

@@ -56,6 +56,15 @@ class Context:
     deadline: Deadline
     log: logging.Logger
     state: dict[str, Any] = field(default_factory=dict)  # kept between runs (counters, deltas)
+    _closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def close(self) -> None:
+        """The run is over (the scheduler calls this): close what the handles left open."""
+        for closer in self._closers:
+            with contextlib.suppress(Exception):
+                closer()
+        self._closers.clear()
+        self.deadline.close()
 
     @property
     def timeout(self) -> float:
@@ -107,11 +116,13 @@ class Context:
         if api is None:
             raise NotConfigured("no OpenStack cloud configured (backends.openstack)")
         try:
-            return api.connect(self.deadline)
+            connection, close = api.connect(self.deadline)
         except BackendUnavailable:
             raise
         except Exception as exc:
             raise api_error("OpenStack connection", exc, self.deadline) from None
+        self._closers.append(close)
+        return connection
 
     @contextlib.contextmanager
     def api_call(self, what: str) -> Iterator[None]:

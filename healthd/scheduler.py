@@ -42,8 +42,7 @@ def execute(probe: Probe, backends: Backends, state: dict[str, Any] | None = Non
     """
     state = {} if state is None else state
     started, t0 = time.time(), time.monotonic()
-    deadline = Deadline(probe.timeout)
-    ctx = Context(backends, deadline, logging.getLogger(f"healthd.checks.{probe.name}"), state)
+    ctx = Context(backends, Deadline(probe.timeout), logging.getLogger(f"healthd.checks.{probe.name}"), state)
     report = Report(probe.name, probe.metrics)
     try:
         probe.run(ctx, report)
@@ -55,7 +54,7 @@ def execute(probe: Probe, backends: Backends, state: dict[str, Any] | None = Non
         _note_error(probe.name, state, reason, exc)
         return unknown(probe.name, reason, started, time.monotonic() - t0)
     finally:
-        deadline.close()
+        ctx.close()
     state.pop("_last_error", None)
     if report.duplicates:
         log.warning("check %s emitted %d duplicate samples; kept the last of each",

@@ -9,14 +9,14 @@ them, counters and info metrics named in full.
 
 from __future__ import annotations
 
-import functools
-
 from prometheus_client.utils import floatToGoString
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def escape_label_value(value: str) -> str:
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value  # the common case, a host name: no copies
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
@@ -32,19 +32,13 @@ def go_float(value: float) -> str:
     return text
 
 
-def series(name: str, labels: dict[str, str]) -> str:
+def series(name: str, labels: dict[str, str] | tuple[tuple[str, str], ...]) -> str:
     """``name{a="x",b="y"}`` with labels sorted by name."""
     if not labels:
         return name
-    inner = ",".join(f'{key}="{escape_label_value(labels[key])}"' for key in sorted(labels))
+    pairs = sorted(labels.items() if isinstance(labels, dict) else labels)
+    inner = ",".join(f'{key}="{escape_label_value(value)}"' for key, value in pairs)
     return f"{name}{{{inner}}}"
-
-
-@functools.lru_cache(maxsize=1 << 18)
-def series_of(key: tuple[str, tuple[tuple[str, str], ...]]) -> str:
-    """series() of a (name, labels) key, cached: the same hosts are reported run after run,
-    and formatting their label sets is most of the cost of reporting a sample."""
-    return series(key[0], dict(key[1]))
 
 
 def line(series_text: str, value: float) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from checks.cell_mapping import CellMappingProbe
-from healthd.backends import Backends
 from healthd.config import BackendsConfig
+from healthd.connections import Backends
 from healthd.model import Severity, Status
 from tests.helpers.novadb import Deployment, NovaDB
 from tests.helpers.probes import ProbeRun, run_probe
@@ -168,7 +168,7 @@ def test_unreachable_cell_database_is_unknown_naming_the_cell(lab: Lab) -> None:
     override = {"url": dead, "password": lab.password, "connect_timeout": 2}
     result = lab.run(Backends(lab.config(cell2=override)))
     assert result.status is Status.UNKNOWN
-    assert "cell cell2" in result.summary and "cannot connect" in result.summary
+    assert "database cells.cell2 at" in result.summary and "cannot connect" in result.summary
 
 
 def test_unreachable_api_database_is_unknown() -> None:

@@ -166,8 +166,8 @@ def test_sd_notify_ready_and_watchdog(daemon, tmp_path):
 
 
 def test_healthz_503_when_the_loop_stalls():
-    from healthd.backends import Backends
     from healthd.config import BackendsConfig, SchedulerConfig
+    from healthd.connections import Backends
     from healthd.scheduler import Scheduler
     from healthd.store import ResultStore
 

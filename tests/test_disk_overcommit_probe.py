@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from checks.disk_overcommit import DiskOvercommitProbe
-from healthd.backends import Backends
 from healthd.config import BackendsConfig
+from healthd.connections import Backends
 from healthd.model import Severity, Status
 from tests.helpers.novadb import Deployment, NovaDB
 from tests.helpers.probes import ProbeRun, run_probe
@@ -183,7 +183,7 @@ def test_unreachable_cell_database_is_unknown(lab: Lab) -> None:
                     (dead, lab.cell2.id))
     result = lab.run()
     assert result.status is Status.UNKNOWN
-    assert "cell cell2" in result.summary and "cannot connect" in result.summary
+    assert "database cell cell2 at" in result.summary and "cannot connect" in result.summary
 
 
 def test_statement_count_does_not_grow_with_hosts(lab: Lab) -> None:

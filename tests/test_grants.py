@@ -27,8 +27,8 @@ from checks.catalog import CatalogProbe
 from checks.cell_mapping import CellMappingProbe
 from checks.disk_overcommit import DiskOvercommitProbe
 from checks.nova_services import NovaServicesProbe
-from healthd.backends import Backends
 from healthd.config import BackendsConfig
+from healthd.connections import Backends
 from healthd.model import Status
 from healthd.probe import Probe
 from tests.helpers.novadb import HOST, Deployment, NovaDB, utcnow

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from checks.nova_services import NovaServicesProbe
-from healthd.backends import Backends
 from healthd.config import BackendsConfig
+from healthd.connections import Backends
 from healthd.model import Severity, Status
 from tests.helpers.novadb import Deployment, NovaDB, utcnow
 from tests.helpers.probes import ProbeRun, make_backends, run_probe
@@ -424,7 +424,7 @@ def test_nova_api_database_down_is_unknown() -> None:
 def test_cell_database_down_is_unknown(nova: Nova) -> None:
     port = free_port()
     result = run(nova.dep.backends_config(cell1={"url": f"mysql+pymysql://root@127.0.0.1:{port}/x"}))
-    assert result.status is Status.UNKNOWN and "cell cell1" in result.summary
+    assert result.status is Status.UNKNOWN and "database cells.cell1 at" in result.summary
 
 
 def test_api_source_without_cloud_is_unknown() -> None:

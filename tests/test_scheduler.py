@@ -8,8 +8,8 @@ import time
 import pytest
 from healthd_testprobes import BoomProbe, EchoProbe, MemcachedPingProbe, SleepProbe
 
-from healthd.backends import Backends
 from healthd.config import BackendsConfig, MemcachedConfig, SchedulerConfig
+from healthd.connections import Backends
 from healthd.model import Status
 from healthd.scheduler import Scheduler, execute, run_once
 from healthd.store import ResultStore

@@ -119,7 +119,10 @@ def normalize_server(entry: str, default_port: int = 11211) -> str | None:
     """'inet:host:port', '[v6]:port', 'host' -> 'host:port' ('[v6]:port'); None for unix sockets."""
     if entry.startswith(("unix:", "/")):
         return None
-    host, port = split_host_port(entry, default_port)
+    try:
+        host, port = split_host_port(entry, default_port)
+    except ValueError:
+        return entry.strip()  # kept as written: the checks report it (a typo in the port)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

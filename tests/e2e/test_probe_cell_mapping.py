@@ -70,4 +70,4 @@ def test_unreachable_cell_database_is_unknown(lab: dict[str, Any]) -> None:
     backends = Backends(type(config.backends).model_validate(data))
     result = run_probe(CellMappingProbe(), backends)
     assert result.status is Status.UNKNOWN
-    assert "cell cell1" in result.summary and "cannot connect" in result.summary
+    assert "database cells.cell1 at" in result.summary and "cannot connect" in result.summary
