@@ -280,10 +280,16 @@ def _misplaced(cell: Cell, here: HostInCell, mapping: Mapping, also_there: bool,
     subject = f"host {here.host} (cell {cell.label})"
     if also_there:  # rows in both cells, mapped to the other: these are leftovers
         service = here.service_uuid
+        # Deleting a nova-compute service also destroys HostMapping.get_by_host(service.host),
+        # whichever cell that mapping names (nova/api/openstack/compute/services.py delete, nova
+        # 34): the good mapping goes with the leftover, so the fix maps the host again after.
+        remap = DISCOVER_BY_SERVICE.format(uuid=mapping.cell_uuid)
         report.warning(
             subject, f"host also has rows in cell {mapping.cell_label}, where it is mapped; the "
             f"nova-compute service/compute node rows left in cell {cell.label} are leftovers of a move",
-            f"openstack compute service delete {service} (service in cell {cell.label})" if service
+            f"openstack compute service delete {service} (service in cell {cell.label}); nova then "
+            f"also deletes the host mapping of {here.host}, so map it again in cell "
+            f"{mapping.cell_label} at once: {remap}" if service
             else f"remove the leftover compute node rows of {here.host} in cell {cell.label}",
         )
         return

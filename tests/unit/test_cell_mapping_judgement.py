@@ -152,7 +152,9 @@ def test_leftover_rows_in_another_cell_are_warning() -> None:
     finding = one(result, Status.WARNING)
     assert finding.subject == "host compute-1 (cell cell2)"
     assert "also has rows in cell cell1, where it is mapped" in finding.message
-    assert finding.remediation == "openstack compute service delete old-svc (service in cell cell2)"
+    assert finding.remediation.startswith("openstack compute service delete old-svc (service in cell cell2)")
+    # nova's service delete also destroys the host's (good) mapping: the fix must map it again
+    assert f"discover_hosts --cell_uuid {CELL1.uuid} --by-service" in finding.remediation
     assert value(result, "healthd_cell_mapping_mapped_hosts", cell="cell1") == 1
     assert value(result, "healthd_cell_mapping_misplaced_hosts", cell="cell2") == 1
     # only a compute node left behind: no service to delete
