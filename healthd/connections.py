@@ -400,7 +400,8 @@ def api_error(what: str, exc: BaseException, deadline: Deadline) -> BackendUnava
     if isinstance(exc, ks_exc.ConnectionError):
         cause = _socket_cause(exc)
         if cause is not None:
-            return from_os_error(what, cause)
+            peer = _request_peer(exc)
+            return from_os_error(f"{what}: {peer}" if peer else what, cause)
         kind = TimedOut if isinstance(exc, ks_exc.ConnectTimeout) else BackendUnavailable
         return kind(f"{what}: cannot connect ({describe_error(exc)})")
     status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)

@@ -33,6 +33,8 @@ from healthd.store import ResultStore
 
 log = logging.getLogger(__name__)
 
+ABANDON_GRACE = 1.0  # seconds past a run's timeout before the scheduler gives up on it
+
 
 def execute(probe: Probe, backends: Backends, state: dict[str, Any] | None = None) -> Result:
     """Run one probe once, synchronously, and turn whatever happens into a Result.
@@ -192,7 +194,10 @@ class Scheduler:
 
     def _launch(self, name: str, slot: _Slot, now: float) -> None:
         slot.running, slot.abandoned = True, False
-        slot.started, slot.deadline = now, now + slot.probe.timeout
+        # The run's own deadline (healthd/deadline.py) ends its I/O at `timeout` and the probe
+        # reports which backend did not answer; the scheduler abandons the run only if that
+        # did not happen within a grace second (a probe stuck outside the handles).
+        slot.started, slot.deadline = now, now + slot.probe.timeout + ABANDON_GRACE
         self._active += 1
         backends = self.backends
         threading.Thread(
@@ -219,8 +224,15 @@ class Scheduler:
         self._wake.set()
 
 
-def run_once(probes: Mapping[str, Probe], backends: Backends, workers: int = 4) -> dict[str, Result]:
-    """Run every probe once (for `healthd check`), with the same isolation and timeouts."""
+def run_once(
+    probes: Mapping[str, Probe], backends: Backends, workers: int | None = None
+) -> dict[str, Result]:
+    """Run every probe once (for `healthd check`), with the same isolation and timeouts.
+
+    By default all at once, so the wall time is bounded by the largest timeout, not by a
+    queue of probes waiting for a worker behind hung ones.
+    """
+    workers = workers or max(1, len(probes))
     store = ResultStore()
     finished = threading.Event()
     # A run that ended (completed, failed or timed out) has a start time; "not run yet" has none.
@@ -228,6 +240,6 @@ def run_once(probes: Mapping[str, Probe], backends: Backends, workers: int = 4) 
     scheduler = Scheduler(probes, backends, store, SchedulerConfig(workers=workers, jitter=0))
     scheduler.start(first_run_delay=0.0)
     longest = max((p.timeout for p in probes.values()), default=0.0)
-    finished.wait(longest * (1 + len(probes) / workers) + 2)
+    finished.wait((longest + ABANDON_GRACE) * (1 + len(probes) // workers) + 2)
     scheduler.stop(timeout=0.1)
     return dict(store.snapshot().results)
