@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     logs.setup(args.log_format or config.logging.format, args.log_level or config.logging.level)
     if args.command == "validate-config":
-        enabled = ", ".join(config.enabled_probes(available)) or "none"
+        enabled = ", ".join(registry.enabled(config, available)) or "none"
         print(f"{path}: OK (checks enabled: {enabled})")
         return 0
     if args.command == "check":
@@ -109,7 +109,7 @@ def _check(config: Config, available: Mapping[str, type[Probe]], names: list[str
         print(f"healthd: unknown check(s): {', '.join(unknown_names)} "
               f"(known: {', '.join(available)})", file=sys.stderr)
         return Status.UNKNOWN.value
-    probes = config.enabled_probes(available)
+    probes = registry.enabled(config, available)
     if names:  # named checks run even if disabled in the config
         probes = {n: available[n](config.probe_settings[n]) for n in names}
     backends = Backends(config.backends)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -18,8 +18,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from healthd.dburl import parse_db_url
 from healthd.redact import register_secret
 
-if TYPE_CHECKING:
-    from healthd.probe import Probe
+
+class ProbeClass(Protocol):
+    """What the config needs of a probe class: its settings model (healthd.probe.Probe has it)."""
+
+    Settings: type[ProbeSettings]
 
 DEFAULT_PATH = "/etc/healthd/healthd.yaml"
 
@@ -172,13 +175,6 @@ class Config(_Strict):
     # Filled by load(): the validated settings of every known probe.
     probe_settings: dict[str, ProbeSettings] = Field(default_factory=dict, exclude=True)
 
-    def enabled_probes(self, probes: Mapping[str, type[Probe]]) -> dict[str, Probe]:
-        return {
-            name: cls(self.probe_settings.get(name, cls.Settings()))
-            for name, cls in probes.items()
-            if self.probe_settings.get(name, cls.Settings()).enabled
-        }
-
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
     out = ""
@@ -197,7 +193,7 @@ def _format(source: str, err: ValidationError, prefix: tuple[str, ...] = ()) -> 
     return ConfigError("\n".join(lines))
 
 
-def parse(data: Any, source: str, probes: Mapping[str, type[Probe]]) -> Config:
+def parse(data: Any, source: str, probes: Mapping[str, ProbeClass]) -> Config:
     """Validate an already-loaded YAML document; report every error at once."""
     if data is None:
         data = {}
@@ -218,7 +214,7 @@ def parse(data: Any, source: str, probes: Mapping[str, type[Probe]]) -> Config:
 
 
 def _probe_settings(
-    checks: Mapping[str, Any], source: str, probes: Mapping[str, type[Probe]], errors: list[str]
+    checks: Mapping[str, Any], source: str, probes: Mapping[str, ProbeClass], errors: list[str]
 ) -> dict[str, ProbeSettings]:
     settings: dict[str, ProbeSettings] = {}
     for name, raw in checks.items():
@@ -243,7 +239,7 @@ def _resolve_secrets(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: backends.databases.{role}: {exc}") from None
 
 
-def load(path: str | os.PathLike[str], probes: Mapping[str, type[Probe]]) -> Config:
+def load(path: str | os.PathLike[str], probes: Mapping[str, ProbeClass]) -> Config:
     source = str(path)
     try:
         text = Path(path).read_text()

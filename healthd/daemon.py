@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Mapping
 
-from healthd import __version__
+from healthd import __version__, registry
 from healthd.config import Config, ConfigError, load
 from healthd.connections import Backends
 from healthd.exporter import Exposition, validate_specs
@@ -41,7 +41,7 @@ class Daemon:
         self._reload = threading.Event()
 
     def _probes(self, config: Config) -> dict[str, Probe]:
-        probes = config.enabled_probes(self.available)
+        probes = registry.enabled(config, self.available)
         validate_specs({name: p.metrics for name, p in probes.items()})
         return probes
 

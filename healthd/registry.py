@@ -7,8 +7,10 @@ so adding a probe never needs a change to healthd.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 
+from healthd.config import Config
 from healthd.probe import Probe
 
 GROUP = "healthd.checks"
@@ -39,3 +41,13 @@ def discover() -> dict[str, type[Probe]]:
             continue
         found[ep.name] = cls
     return dict(sorted(found.items()))
+
+
+def enabled(config: Config, available: Mapping[str, type[Probe]]) -> dict[str, Probe]:
+    """The probes the config enables, each with its validated settings."""
+    probes = {}
+    for name, cls in available.items():
+        settings = config.probe_settings.get(name, cls.Settings())
+        if settings.enabled:
+            probes[name] = cls(settings)
+    return probes
