@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import textwrap
+import time
 from collections.abc import Mapping, Sequence
 
 from healthd import __version__, logs, registry
@@ -131,12 +132,17 @@ def render_table(results: Mapping[str, Result]) -> str:
     for name, r in results.items():
         for f in r.findings:
             lines.append("")
-            lines.append(f"[{f.severity.name}] {name}: {f.subject}")
+            since = f" (since {_utc(f.since)})" if f.since else ""
+            lines.append(f"[{f.severity.name}] {name}: {f.subject}{since}")
             lines.extend(textwrap.wrap(f.message, 100, initial_indent="  ", subsequent_indent="  "))
             if f.remediation:
                 lines.extend(textwrap.wrap(f"Fix: {f.remediation}", 100, initial_indent="  ",
                                            subsequent_indent="       "))
     return "\n".join(lines)
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -181,6 +181,7 @@ class Rendered:
     body: bytes
     gzipped: bytes
     checks_json: bytes
+    snapshot: Snapshot | None = None  # what they were made from (the status page reads it)
     rendered_at: float = field(default_factory=time.time)
 
 
@@ -253,7 +254,7 @@ class Exposition:
         self._counted = {name: r for name, r in self._counted.items() if name in snap.specs}
         body = b"".join([self_metrics(snap, self.render_seconds, self.duplicates), *chunks])
         rendered = Rendered(snap.version, body, gzip.compress(body, self._gzip_level, mtime=0),
-                            checks_document(snap))
+                            checks_document(snap), snap)
         self.render_seconds = time.perf_counter() - started
         self.renders += 1
         with self._cond:

@@ -18,7 +18,8 @@ Failure modes it is built against:
   separate unauthenticated check such as the process being up).
 
 No request ever runs a probe or renders metrics: /metrics and /checks are
-bytes rendered in advance by healthd.exporter.Exposition.
+bytes rendered in advance by healthd.exporter.Exposition. The status page at
+/ is made per request from the same snapshot (healthd/statuspage.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from healthd import __version__, webconfig
+from healthd import __version__, statuspage, webconfig
 from healthd.config import ServerConfig
 from healthd.exporter import CONTENT_TYPE, Exposition
 
@@ -42,14 +43,6 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("healthd.http.access")
 
 CLIENT_TIMEOUT = 10.0  # seconds a client may stay silent mid-request (or idle on keep-alive)
-_INDEX = (
-    b"<!doctype html><html><head><title>healthd</title></head><body>"
-    b"<h1>healthd</h1><ul>"
-    b'<li><a href="/metrics">/metrics</a> Prometheus metrics (cached from the last probe runs)</li>'
-    b'<li><a href="/checks">/checks</a> last result and findings of every check (JSON)</li>'
-    b'<li><a href="/healthz">/healthz</a> 200 while the scheduler loop is alive</li>'
-    b"</ul></body></html>\n"
-)
 
 
 class HealthdServer(ThreadingHTTPServer):
@@ -175,7 +168,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             self._healthz(head)
         elif path == "/":
-            self._send(200, _INDEX, "text/html; charset=utf-8", head)
+            self._page(head)
         else:
             self._send(404, b"not found\n", "text/plain; charset=utf-8", head)
 
@@ -193,6 +186,14 @@ class Handler(BaseHTTPRequestHandler):
             )
         else:
             self._send(200, rendered.body, CONTENT_TYPE, head, {"Vary": "Accept-Encoding"})
+
+    def _page(self, head: bool) -> None:
+        snapshot = self.server.exposition.current().snapshot
+        if snapshot is None:
+            self._send(503, b"not rendered yet\n", "text/plain; charset=utf-8", head)
+            return
+        page = statuspage.render(snapshot)
+        self._send(200, page, "text/html; charset=utf-8", head, {"Cache-Control": "no-store"})
 
     def _healthz(self, head: bool) -> None:
         try:

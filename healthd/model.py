@@ -51,13 +51,17 @@ class Finding:
     subject: str  # the exact object: "service 1f3c...", "host compute-7", "memcached 10.0.0.5:11211"
     message: str
     remediation: str = ""
+    # Unix time this check first reported this subject, in consecutive completed runs; set by
+    # the scheduler (healthd.scheduler.execute), 0 until then.
+    since: float = 0.0
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, str | float | None]:
         return {
             "severity": self.severity.name.lower(),
             "subject": self.subject,
             "message": self.message,
             "remediation": self.remediation,
+            "since": self.since or None,
         }
 
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -34,6 +35,7 @@ from healthd.store import ResultStore
 log = logging.getLogger(__name__)
 
 ABANDON_GRACE = 1.0  # seconds past a run's timeout before the scheduler gives up on it
+FIRST_SEEN = "_first_seen"  # probe state: finding subject -> unix time first reported
 
 
 def execute(probe: Probe, backends: Backends, state: dict[str, Any] | None = None) -> Result:
@@ -61,7 +63,25 @@ def execute(probe: Probe, backends: Backends, state: dict[str, Any] | None = Non
     if report.duplicates:
         log.warning("check %s emitted %d duplicate samples; kept the last of each",
                     probe.name, report.duplicates)
-    return report.result(started, time.monotonic() - t0)
+    return with_since(report.result(started, time.monotonic() - t0), state)
+
+
+def with_since(result: Result, state: dict[str, Any]) -> Result:
+    """Stamp each finding with the time its subject was first reported in consecutive runs.
+
+    A subject missing from a completed run has cleared: it starts again from that run if it
+    comes back. A run that could not tell (UNKNOWN) changes nothing. The times live in the
+    probe's state, in memory: a restart of the daemon starts them again.
+    """
+    if not result.completed:
+        return result
+    before: dict[str, float] = state.get(FIRST_SEEN, {})
+    seen: dict[str, float] = {}
+    for finding in result.findings:
+        seen.setdefault(finding.subject, before.get(finding.subject, result.started_at))
+    state[FIRST_SEEN] = seen
+    findings = tuple(dataclasses.replace(f, since=seen[f.subject]) for f in result.findings)
+    return dataclasses.replace(result, findings=findings)
 
 
 def _note_error(name: str, state: dict[str, Any], reason: str, exc: BaseException | None) -> None:

@@ -245,7 +245,8 @@ def test_checks_document_shape(store: ResultStore) -> None:
     disk = next(c for c in doc["checks"] if c["check"] == "disk")
     assert disk["status"] == "WARNING"
     assert disk["findings"] == [
-        {"severity": "warning", "subject": "host c1", "message": "80% full", "remediation": "clean /var/tmp"}
+        {"severity": "warning", "subject": "host c1", "message": "80% full", "remediation": "clean /var/tmp",
+         "since": None}
     ]
     assert set(disk) >= {"summary", "completed", "last_run", "duration_seconds"}
 
