@@ -1,14 +1,19 @@
 """cell_mapping: compute hosts that nova cannot route to because no cell claims them.
 
-With cells v2 the API and the scheduler find a compute host through a row in
-nova_api.host_mappings (host -> cell). A new nova-compute registers its
+With cells v2 the API and the conductor find a compute host's cell through a
+row in nova_api.host_mappings (host -> cell). A new nova-compute registers its
 service and compute node in its cell database and starts reporting, so it
 looks healthy, but until someone runs `nova-manage cell_v2 discover_hosts`
-(or the scheduler's periodic discovery is enabled) nothing maps it: the
-scheduler never picks it and instance actions fail with "Host 'x' is not
-mapped to any cell". The reverse also happens: a host removed or moved to
-another cell keeps its old mapping, which points the API at a cell that no
-longer has the host.
+(or the scheduler's periodic discovery is enabled) nothing maps it. The
+scheduler does not need the mapping: placement offers the host's resource
+provider and the scheduler reads compute nodes from the cell databases
+(nova/scheduler/host_manager.py _get_computes_for_cells), so it may pick the
+host; the conductor then finds no mapping and the build fails
+(nova/conductor/manager.py schedule_and_build_instances: "No host-to-cell
+mapping found for selected host ... Setup is incomplete.", the server buried
+in cell0 in ERROR with "Host 'x' is not mapped to any cell"). The reverse also
+happens: a host removed or moved to another cell keeps its old mapping, which
+points the API at a cell that no longer has the host.
 
 Per cell (cell0 holds no hosts) the probe reads the nova-compute services and
 compute nodes of the cell database and compares them with host_mappings:
@@ -20,6 +25,10 @@ compute nodes of the cell database and compares them with host_mappings:
 - misplaced: mapped to another cell than the one it reports in (CRITICAL).
 - stale: the mapping points at a cell where the host is in no table (WARNING).
 
+A cell whose database cannot be read is UNKNOWN on its own (a WARNING naming
+it, healthd_cell_mapping_cell_up{cell} 0): the other cells are still judged,
+and only when no cell can be read is the probe UNKNOWN.
+
 Queries: one for cell_mappings, one for host_mappings, one per cell; never
 one per host.
 """
@@ -27,14 +36,14 @@ one per host.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field
 
 from healthd.model import MetricSpec, Report, Severity
 from healthd.openstack.cells import Cell, cell_db, cells
-from healthd.probe import Context, Probe, ProbeSettings
+from healthd.probe import BackendUnavailable, Context, Probe, ProbeSettings
 
 # One statement per cell: services and compute nodes together, folded to one
 # row per host by the server (the GROUP BY compares names case-insensitively,
@@ -79,6 +88,9 @@ class CellMappingProbe(Probe):
     )
     metrics = (
         MetricSpec("healthd_cell_mapping_cells", "Cells in nova_api.cell_mappings, cell0 excluded."),
+        MetricSpec("healthd_cell_mapping_cell_up",
+                   "1 if the cell's database could be read this run, 0 if not (its hosts are not judged).",
+                   ("cell",)),
         MetricSpec("healthd_cell_mapping_mapped_hosts",
                    "Compute hosts of the cell correctly mapped to it in host_mappings.", ("cell",)),
         MetricSpec("healthd_cell_mapping_unmapped_hosts",
@@ -159,6 +171,7 @@ class CellView:
     cells: list[Cell]  # nova_api.cell_mappings in id order, cell0 included
     mappings: list[Mapping]  # nova_api.host_mappings
     hosts: dict[str, list[HostInCell]]  # cell uuid -> compute hosts of its database (not cell0)
+    unreadable: dict[str, str] = field(default_factory=dict)  # cell uuid -> why it could not be read
 
 
 def load(ctx: Context) -> CellView:
@@ -167,11 +180,20 @@ def load(ctx: Context) -> CellView:
     with ctx.db("nova_api") as api:
         mappings = [Mapping(r["host"], r["cell_uuid"], r["cell_name"]) for r in api.query(HOST_MAPPINGS_SQL)]
     hosts: dict[str, list[HostInCell]] = {}
-    for cell in all_cells:  # an unreachable cell raises BackendUnavailable naming it: UNKNOWN
-        if not cell.is_cell0:
+    unreadable: dict[str, str] = {}
+    failures: list[BackendUnavailable] = []
+    for cell in all_cells:
+        if cell.is_cell0:
+            continue
+        try:
             with cell_db(ctx, cell) as db:
                 hosts[cell.uuid] = [_host(row) for row in db.query(CELL_HOSTS_SQL)]
-    return CellView(all_cells, mappings, hosts)
+        except BackendUnavailable as exc:  # that cell is UNKNOWN; the others are still judged
+            unreadable[cell.uuid] = str(exc)
+            failures.append(exc)
+    if failures and not hosts:
+        raise failures[0]  # no cell could be read: the probe itself is UNKNOWN, naming the first
+    return CellView(all_cells, mappings, hosts, unreadable)
 
 
 def _host(row: dict[str, Any]) -> HostInCell:
@@ -192,9 +214,30 @@ def judge(view: CellView, settings: CellMappingProbe.Settings, report: Report) -
     _check_cell_setup(view.cells, report)
     # MySQL compares host names case-insensitively, as nova's lookups of a mapping do.
     mappings = {m.host.lower(): m for m in view.mappings}
-    located = {c.uuid: {h.host.lower(): h for h in view.hosts.get(c.uuid, ()) if h.host} for c in real_cells}
-    counts = _classify(real_cells, located, mappings, settings, report)
+    unread = [c for c in real_cells if c.uuid in view.unreadable]
+    _unreadable(unread, view, mappings, report)
+    readable = [c for c in real_cells if c.uuid not in view.unreadable]
+    for cell in real_cells:
+        report.metric("healthd_cell_mapping_cell_up", 0 if cell in unread else 1, cell=cell.label)
+    located = {c.uuid: {h.host.lower(): h for h in view.hosts.get(c.uuid, ()) if h.host} for c in readable}
+    counts = _classify(readable, located, mappings, {c.uuid: c.label for c in unread}, settings, report)
     report.summary = _summary(len(real_cells), counts)
+    if unread:
+        report.summary += f"; cell(s) not read: {', '.join(c.label for c in unread)}"
+
+
+def _unreadable(unread: list[Cell], view: CellView, mappings: dict[str, Mapping], report: Report) -> None:
+    for cell in unread:
+        pointing = sum(1 for m in mappings.values() if m.cell_uuid == cell.uuid)
+        report.warning(
+            f"cell {cell.label}",
+            f"the database of cell {cell.label} could not be read, so its compute hosts and the "
+            f"{pointing} host mapping(s) that name it are not judged (the other cells are): "
+            f"{view.unreadable[cell.uuid]}",
+            f"check healthd's access to cell {cell.label}'s database (nova_api.cell_mappings."
+            f"database_connection, or its override backends.databases.cells.{cell.label}; SELECT on "
+            "services and compute_nodes, deploy/mysql/grants.sql)",
+        )
 
 
 # -- cell setup (nova-status "Cells v2" check) ----------------------------------
@@ -219,7 +262,8 @@ def _check_cell_setup(all_cells: list[Cell], report: Report) -> None:
 
 
 def _classify(cells: list[Cell], located: dict[str, dict[str, HostInCell]], mappings: dict[str, Mapping],
-              settings: CellMappingProbe.Settings, report: Report) -> dict[str, int]:
+              unread: dict[str, str], settings: CellMappingProbe.Settings, report: Report) -> dict[str, int]:
+    """cells: the cells that were read; unread: uuid -> label of those that could not be."""
     by_uuid = {c.uuid: c for c in cells}
     counts: dict[str, int] = defaultdict(int)
     series = 0
@@ -237,11 +281,13 @@ def _classify(cells: list[Cell], located: dict[str, dict[str, HostInCell]], mapp
                 n["mapped"] += 1
             else:
                 n["misplaced"] += 1
-                _misplaced(cell, here, mapping, key in located.get(mapping.cell_uuid, {}), report)
+                there = located.get(mapping.cell_uuid, {})
+                also_there = None if mapping.cell_uuid in unread else key in there
+                _misplaced(cell, here, mapping, also_there, report)
         for kind, value in n.items():
             report.metric(f"healthd_cell_mapping_{kind}_hosts", value, cell=cell.label)
             counts[kind] += value
-    counts["stale"] = _stale(by_uuid, located, mappings, report)
+    counts["stale"] = _stale(by_uuid, located, mappings, unread, report)
     counts["series"] = series
     return counts
 
@@ -266,18 +312,42 @@ def _unmapped(cell: Cell, here: HostInCell, settings: CellMappingProbe.Settings,
             f"check the nova-compute log on {here.host}; for ironic, on a controller: {command}")
         return
     usable = here.service_up(settings.service_down_seconds) and not here.disabled
-    state = ("its nova-compute is up and reporting" if usable
-             else "its nova-compute is down, disabled or missing")
+    # nova 34: placement offers the host's resource provider and the scheduler reads compute nodes
+    # from the cell databases (nova/scheduler/host_manager.py _get_computes_for_cells), with no
+    # host mapping involved; nova/conductor/manager.py schedule_and_build_instances then finds no
+    # HostMapping, logs "No host-to-cell mapping found for selected host ... Setup is incomplete."
+    # and buries the server in cell0 in ERROR (_bury_in_cell0). nova/compute/api.py
+    # _validate_host_or_node refuses `--host` (2.74) with ComputeHostNotFound, and
+    # nova/conductor/tasks/live_migrate.py _get_destination_cell_mapping refuses it as a target.
+    state = ("its nova-compute is up and reporting, so the scheduler may pick it (placement offers "
+             "its resources and the scheduler reads compute nodes from the cell database, no mapping "
+             "needed)" if usable else
+             "its nova-compute is down, disabled or missing; once it is up and enabled the scheduler "
+             "may pick it (placement offers its resources)")
     message = (f"host has a compute node in cell {cell.label} but no row in nova_api.host_mappings; "
-               f"{state}, yet the scheduler can never place instances on it and instance actions "
-               f"fail with \"Host '{here.host}' is not mapped to any cell\".{why}")
+               f"{state}. A build sent to it then fails in nova-conductor (\"No host-to-cell mapping "
+               f"found for selected host {here.host}. Setup is incomplete.\") and the server goes to "
+               f"ERROR in cell0 with \"Host '{here.host}' is not mapped to any cell\"; `openstack server "
+               f"create --host {here.host}` is refused (compute host not found) and migrations to it "
+               f"fail.{why}")
     remedy = (f"on a controller: {command} (or set [scheduler] discover_hosts_in_cells_interval "
               "to discover hosts periodically)")
     report.finding(Severity.CRITICAL if usable else Severity.WARNING, subject, message, remedy)
 
 
-def _misplaced(cell: Cell, here: HostInCell, mapping: Mapping, also_there: bool, report: Report) -> None:
+def _misplaced(cell: Cell, here: HostInCell, mapping: Mapping, also_there: bool | None,
+               report: Report) -> None:
     subject = f"host {here.host} (cell {cell.label})"
+    if also_there is None:  # the mapped cell could not be read: leftovers here, or a wrong mapping
+        report.warning(
+            subject, f"host reports in cell {cell.label} but nova_api.host_mappings maps it to cell "
+            f"{mapping.cell_label}, whose database could not be read: either the rows here are "
+            f"leftovers of a move to {mapping.cell_label}, or the mapping names the wrong cell",
+            f"once cell {mapping.cell_label} can be read this probe tells which; if {here.host} really "
+            f"runs in cell {cell.label}: {DELETE_HOST.format(uuid=mapping.cell_uuid, host=here.host)}, "
+            f"then {DISCOVER_BY_SERVICE.format(uuid=cell.uuid)}",
+        )
+        return
     if also_there:  # rows in both cells, mapped to the other: these are leftovers
         service = here.service_uuid
         # Deleting a nova-compute service also destroys HostMapping.get_by_host(service.host),
@@ -302,19 +372,22 @@ def _misplaced(cell: Cell, here: HostInCell, mapping: Mapping, also_there: bool,
 
 
 def _stale(by_uuid: dict[str, Cell], located: dict[str, dict[str, HostInCell]],
-           mappings: dict[str, Mapping], report: Report) -> int:
+           mappings: dict[str, Mapping], unread: dict[str, str], report: Report) -> int:
     anywhere = {key for hosts in located.values() for key in hosts}
     stale: dict[str, int] = {uuid: 0 for uuid in by_uuid}
     labels = {uuid: c.label for uuid, c in by_uuid.items()}
+    maybe = (f" (cell(s) {', '.join(sorted(unread.values()))} could not be read: if the host is there, "
+             "this mapping names the wrong cell, and deleting it is the first step of the fix too)"
+             if unread else "")
     for key, mapping in sorted(mappings.items()):
-        if key in anywhere:
+        if key in anywhere or mapping.cell_uuid in unread:  # the cell it names is not judged
             continue
         stale[mapping.cell_uuid] = stale.get(mapping.cell_uuid, 0) + 1
         labels.setdefault(mapping.cell_uuid, mapping.cell_label)
         report.warning(
             f"host mapping {mapping.host} (cell {mapping.cell_label})",
             f"nova_api.host_mappings maps {mapping.host} to cell {mapping.cell_label}, but no cell has "
-            "a nova-compute service or compute node for it (host removed or moved)",
+            f"a nova-compute service or compute node for it (host removed or moved){maybe}",
             f"on a controller: {DELETE_HOST.format(uuid=mapping.cell_uuid, host=mapping.host)} "
             "(it refuses while instances remain on the host: migrate or delete them first)",
         )

@@ -1,22 +1,33 @@
-"""disk_overcommit: compute nodes whose local disk is committed beyond what exists.
+"""disk_overcommit: compute nodes whose local disk is committed beyond what nova and placement allow.
 
-Nova keeps two different views of a compute node's disk in compute_nodes, and
-either can go negative:
+Nova keeps two views of a compute node's disk in compute_nodes:
 
-- free_disk_gb = local_gb - local_gb_used is the control plane's view: the
-  sum of the flavour disk sizes (root + ephemeral + swap) of the instances on
-  the host. It goes below zero when instances are forced onto the host
-  (`--availability-zone nova:HOST`, or a forced evacuate/migrate) and so skip
-  the scheduler, or when disk_allocation_ratio > 1 lets placement hand out
-  more DISK_GB than the disk holds.
-- disk_available_least is the hypervisor's own view: the free space of the
-  instances filesystem minus what sparse (qcow2/thin) disks may still grow
-  by (virtual size - space used today). Below zero means that if the guests
-  fill their disks the filesystem runs full and they stop with I/O errors.
+- free_disk_gb = local_gb - local_gb_used, the control plane's view.
+  local_gb_used is reserved_host_disk_mb plus the flavour disks (root +
+  ephemeral + swap) of the instances the resource tracker counts on the host
+  (nova/compute/resource_tracker.py _update_usage_from_instances starts from
+  CONF.reserved_host_disk_mb, _update_usage adds each flavour). "free ram and
+  disk may be negative, depending on policy": with disk_allocation_ratio > 1
+  placement hands out up to (total - reserved) * ratio of DISK_GB, so a
+  negative free_disk_gb within that is overcommit by policy, not a fault.
+- disk_available_least, the hypervisor's own view: the free space of the
+  instances filesystem minus what sparse (qcow2/thin) disks may still grow by.
+  Below zero, the filesystem runs full once the guests write their disks.
 
-Where placement's database is configured, its DISK_GB inventory shows the
-scheduler's capacity, (total - reserved) * allocation_ratio, against the sum
-of allocations; more allocated than that capacity is reported too.
+What really fails, and pages:
+- placement usage above its capacity: placement refuses every new DISK_GB
+  allocation on the provider (placement/objects/allocation.py
+  _check_capacity_exceeded, capacity = (total - reserved) * allocation_ratio),
+  which happens when the ratio or the inventory is lowered after instances
+  landed (an inventory update only logs it,
+  placement/objects/resource_provider.py _update_inventory_for_provider);
+- disk_available_least < 0;
+- instances beyond what placement allows: free_disk_gb < 0 while the ratio
+  in force is 1.0 or less, or local_gb_used above local_gb x ratio.
+
+Ironic nodes report local_gb = 0 and hypervisor_type "ironic"
+(nova/virt/ironic/driver.py _node_resource): their disks are not nova's to
+judge, and they get no series.
 
 The hypervisors API no longer carries disk fields (removed in microversion
 2.88), so the probe reads the databases: one query per cell, one for placement.
@@ -35,7 +46,7 @@ from healthd.probe import BackendUnavailable, Context, Probe, ProbeSettings
 GIB = 2**30
 
 NODES_SQL = """
-SELECT host, hypervisor_hostname, uuid, local_gb, local_gb_used,
+SELECT host, hypervisor_hostname, uuid, hypervisor_type, local_gb, local_gb_used,
        free_disk_gb, disk_available_least, disk_allocation_ratio
   FROM compute_nodes WHERE deleted = 0
 """
@@ -59,15 +70,21 @@ M_FREE = "healthd_disk_overcommit_free_disk_bytes"
 M_LEAST = "healthd_disk_overcommit_disk_available_least_bytes"
 M_LOCAL = "healthd_disk_overcommit_local_bytes"
 M_USED = "healthd_disk_overcommit_used_bytes"
+M_RATIO = "healthd_disk_overcommit_allocation_ratio"
 M_P_CAP = "healthd_disk_overcommit_placement_capacity_bytes"
 M_P_USE = "healthd_disk_overcommit_placement_usage_bytes"
 M_P_RATIO = "healthd_disk_overcommit_placement_allocation_ratio"
 NODE = ("cell", "host", "node")
 
+# nova/conf/compute.py initial_disk_allocation_ratio: what a ratio of 0.0/NULL means
+# unless the compute sets [DEFAULT] disk_allocation_ratio (which healthd cannot see).
+INITIAL_DISK_ALLOCATION_RATIO = 1.0
+
 
 class DiskOvercommitProbe(Probe):
     name = "disk_overcommit"
-    description = "Compute nodes with negative free disk (scheduler view) or disk_available_least (host)."
+    description = ("Compute nodes whose disk is committed beyond what placement allows, or whose "
+                   "disk_available_least is negative; overcommit by policy is only a warning.")
     default_interval = 300.0
     default_timeout = 30.0
     requires = ("db:nova_api", "cells")  # db:placement is optional
@@ -77,12 +94,15 @@ class DiskOvercommitProbe(Probe):
         "placement.resource_classes"
     )
     metrics = (
-        MetricSpec(M_FREE, "compute_nodes.free_disk_gb in bytes: local disk minus flavour disk "
-                   "sizes of the instances (negative = overcommitted).", NODE),
+        MetricSpec(M_FREE, "compute_nodes.free_disk_gb in bytes: local disk minus reserved disk and the "
+                   "flavour disks of the instances (negative: committed beyond the disk).", NODE),
         MetricSpec(M_LEAST, "compute_nodes.disk_available_least in bytes: free space minus what "
                    "sparse disks may still grow by (hypervisor view).", NODE),
         MetricSpec(M_LOCAL, "compute_nodes.local_gb in bytes: local disk capacity.", NODE),
-        MetricSpec(M_USED, "compute_nodes.local_gb_used in bytes: flavour disk sizes committed.", NODE),
+        MetricSpec(M_USED, "compute_nodes.local_gb_used in bytes: reserved_host_disk_mb plus the "
+                   "flavour disks of the instances.", NODE),
+        MetricSpec(M_RATIO, "DISK_GB allocation ratio in force for the node: placement's, else "
+                   "compute_nodes.disk_allocation_ratio as nova reads it (0.0 or NULL: 1.0).", NODE),
         MetricSpec(M_P_CAP, "Placement DISK_GB capacity in bytes: (total - reserved) * allocation_ratio.",
                    ("provider",)),
         MetricSpec(M_P_USE, "Placement DISK_GB allocated in bytes.", ("provider",)),
@@ -92,7 +112,8 @@ class DiskOvercommitProbe(Probe):
     class Settings(ProbeSettings):
         committed_warning_ratio: float = Field(
             0.9, gt=0, le=1,
-            description="WARNING when local_gb_used / local_gb exceeds this (1.0: only negative free disk)",
+            description="WARNING when local_gb_used exceeds this share of what the ratio allows "
+            "(local_gb x allocation ratio); 1.0: only beyond it",
         )
 
     settings: Settings
@@ -106,7 +127,7 @@ class DiskOvercommitProbe(Probe):
 
 @dataclass(frozen=True)
 class Node:
-    """One compute_nodes row; NULL is None (ironic nodes, a node that never reported)."""
+    """One compute_nodes row; NULL is None (a node that never reported)."""
 
     cell: str  # the cell's label
     host: str | None
@@ -117,6 +138,11 @@ class Node:
     free_disk_gb: int | None = None
     disk_available_least: int | None = None
     disk_allocation_ratio: float | None = None
+    hypervisor_type: str | None = None
+
+    @property
+    def ironic(self) -> bool:
+        return (self.hypervisor_type or "").lower() == "ironic"
 
 
 @dataclass(frozen=True)
@@ -132,7 +158,12 @@ class Provider:
 
     @property
     def capacity_gb(self) -> float:
+        # placement/objects/allocation.py _check_capacity_exceeded
         return (self.total - self.reserved) * self.ratio
+
+    @property
+    def over_capacity(self) -> bool:
+        return self.used > self.capacity_gb
 
 
 @dataclass
@@ -170,7 +201,9 @@ def load(ctx: Context) -> DiskView:
 @dataclass
 class Tally:
     nodes: int = 0
-    negative_free: int = 0
+    ironic: int = 0
+    beyond: int = 0  # committed beyond what placement / the ratio allows
+    by_policy: int = 0  # negative free disk within the ratio
     negative_least: int = 0
     high: int = 0
     providers: int = 0
@@ -178,11 +211,40 @@ class Tally:
     notes: list[str] = field(default_factory=list)
 
 
+def effective_ratio(node: Node, provider: Provider | None) -> tuple[float, str]:
+    """The DISK_GB ratio in force, and where it comes from (for the message).
+
+    Placement's inventory is what the scheduler obeys (the compute writes it:
+    nova/virt/driver.py _get_allocation_ratios). Without it, the node's column as nova
+    reads it: nova/objects/compute_node.py _from_db_object turns 0.0 or NULL (rows of old
+    releases) into [DEFAULT] disk_allocation_ratio or initial_disk_allocation_ratio.
+    """
+    if provider is not None:
+        return provider.ratio, f"placement's DISK_GB allocation_ratio {provider.ratio:g}"
+    ratio = node.disk_allocation_ratio
+    if not ratio:
+        return INITIAL_DISK_ALLOCATION_RATIO, (
+            f"disk_allocation_ratio {'0.0' if ratio == 0 else 'NULL'} in compute_nodes, which nova reads "
+            f"as the compute's [DEFAULT] disk_allocation_ratio or initial_disk_allocation_ratio "
+            f"({INITIAL_DISK_ALLOCATION_RATIO:g} by default)")
+    return ratio, f"disk_allocation_ratio {ratio:g}"
+
+
 def judge(view: DiskView, settings: DiskOvercommitProbe.Settings, report: Report) -> None:
     tally = Tally()
     providers = _placement(view, report, tally)
+    matched: set[str] = set()
     for node in view.nodes:
-        _node(node, providers.get(node.uuid or ""), settings, report, tally)
+        provider = providers.get(node.uuid or "")
+        if provider is not None:
+            matched.add(provider.uuid)
+        _node(node, provider, settings, report, tally)
+    for provider in providers.values():
+        if provider.uuid not in matched and provider.over_capacity:
+            # a provider without a compute node here (a sharing DISK_GB provider, or a
+            # node of a cell that was not read): placement's own refusal still holds
+            report.critical(f"resource provider {provider.name} ({provider.uuid})",
+                            _capacity_text(provider), _capacity_fix(provider))
     report.summary = _summary(view.cells, tally)
 
 
@@ -203,18 +265,23 @@ def _placement(view: DiskView, report: Report, tally: Tally) -> dict[str, Provid
         report.metric(M_P_CAP, p.capacity_gb * GIB, provider=p.name)
         report.metric(M_P_USE, p.used * GIB, provider=p.name)
         report.metric(M_P_RATIO, p.ratio, provider=p.name)
-        if p.used > p.capacity_gb:
+        if p.over_capacity:
             tally.over_capacity += 1
-            report.warning(
-                f"resource provider {p.name} ({p.uuid})",
-                f"placement has {p.used} GiB DISK_GB allocated against a capacity of "
-                f"{p.capacity_gb:g} GiB ((total {p.total} - reserved {p.reserved}) x ratio "
-                f"{p.ratio:g}); usually the inventory or the ratio was lowered after instances "
-                "landed. Nothing new will be placed here until usage drops.",
-                f"openstack resource provider usage show {p.uuid}; openstack resource provider "
-                f"inventory list {p.uuid}; migrate instances off or restore disk_allocation_ratio",
-            )
     return providers
+
+
+def _capacity_text(p: Provider) -> str:
+    return (f"placement has {p.used} GiB DISK_GB allocated against a capacity of {_gib(p.capacity_gb)} GiB "
+            f"((total {p.total} - reserved {p.reserved}) x ratio {p.ratio:g}): placement refuses every "
+            "new DISK_GB allocation here, moves and resizes included, and the instances already "
+            "there hold more disk than the policy allows; usually the ratio or the inventory was "
+            "lowered after they landed.")
+
+
+def _capacity_fix(p: Provider) -> str:
+    return (f"openstack resource provider usage show {p.uuid}; openstack resource provider inventory list "
+            f"{p.uuid}; migrate instances off (openstack server migrate --live-migration <server uuid>) "
+            "or restore the disk_allocation_ratio / reserved_host_disk_mb the instances were placed with")
 
 
 # -- compute nodes -------------------------------------------------------------------
@@ -222,78 +289,109 @@ def _placement(view: DiskView, report: Report, tally: Tally) -> dict[str, Provid
 
 def _node(node: Node, provider: Provider | None, settings: DiskOvercommitProbe.Settings,
           report: Report, tally: Tally) -> None:
+    if node.ironic:
+        tally.ironic += 1  # nova/virt/ironic/driver.py reports local_gb 0: no disk of nova's
+        return
     tally.nodes += 1
     host = node.host or "?"
     labels = {"cell": node.cell, "host": host, "node": node.hypervisor_hostname or node.uuid or host}
-    # A NULL (ironic nodes, a node that never reported) skips that metric only.
+    ratio, ratio_text = effective_ratio(node, provider)
+    # A NULL (a node that never reported) skips that metric only.
     for metric, value in ((M_FREE, node.free_disk_gb), (M_LEAST, node.disk_available_least),
                           (M_LOCAL, node.local_gb), (M_USED, node.local_gb_used)):
         if value is not None:
             report.metric(metric, value * GIB, **labels)
+    report.metric(M_RATIO, ratio, **labels)
     subject = f"compute node {labels['node']} (host {host}, cell {node.cell})"
-    problems = _problems(node, tally)
-    if problems:
-        report.critical(subject, " ".join(problems) + _placement_note(provider),
-                        _remedy(host, node.disk_allocation_ratio))
-        return
-    local, used = node.local_gb, node.local_gb_used
-    if local and used is not None and used / local > settings.committed_warning_ratio:
-        tally.high += 1
-        report.warning(
-            subject, f"{used} of {local} GiB local disk ({used / local:.0%}) is committed to "
-            f"instances' flavour disks, above {settings.committed_warning_ratio:.0%}.",
-            f"plan capacity: new instances with large disks may not fit; check df -h "
-            f"/var/lib/nova/instances on {host}",
-        )
 
-
-def _problems(node: Node, tally: Tally) -> list[str]:
-    problems = []
-    free, least = node.free_disk_gb, node.disk_available_least
-    if free is not None and free < 0:
-        tally.negative_free += 1
-        ratio = node.disk_allocation_ratio
-        problems.append(
-            f"free_disk_gb is {free} GiB: instances' flavour disks commit {node.local_gb_used} GiB "
-            f"on {node.local_gb} GiB of local disk (scheduler view; compute disk_allocation_ratio "
-            f"{ratio if ratio is not None else 'unset'}). Either the allocation ratio lets placement "
-            "hand out more than exists, instances were forced onto the host past the scheduler, or "
-            "the disk shrank under them."
-        )
+    critical: list[str] = []
+    warning: list[str] = []
+    free, least, local, used = node.free_disk_gb, node.disk_available_least, node.local_gb, node.local_gb_used
+    if free is not None and free < 0 and local:
+        committed = (f"instances commit {used} GiB (local_gb_used, reserved_host_disk_mb included) on "
+                     f"{local} GiB of local disk")
+        beyond_ratio = used is not None and used > local * ratio
+        if ratio <= 1 or (provider is None and beyond_ratio):
+            tally.beyond += 1
+            critical.append(
+                f"free_disk_gb is {free} GiB: {committed}, more than {ratio_text} allows "
+                f"({_gib(local * ratio)} GiB). Placement would not have placed them: they were forced past "
+                "it (allocations missing or healed later), or the ratio was lowered after they landed."
+                + (f" Placement has {provider.used} GiB allocated of its {_gib(provider.capacity_gb)} GiB "
+                   "DISK_GB capacity." if provider is not None else ""))
+        elif provider is not None and provider.over_capacity:
+            tally.beyond += 1
+            critical.append(f"free_disk_gb is {free} GiB: {committed}; " + _capacity_text(provider))
+        else:
+            tally.by_policy += 1
+            allowed = provider.capacity_gb if provider is not None else local * ratio
+            warning.append(
+                f"free_disk_gb is {free} GiB: overcommitted by policy: {committed}, which {ratio_text} "
+                f"allows up to {_gib(allowed)} GiB" + _placement_note(provider)
+                + ". Nova computes a negative free_disk_gb by design here; it holds while the guests' "
+                "sparse disks stay smaller than the disk: watch disk_available_least"
+                + (f" ({least} GiB)." if least is not None else "."))
+    elif provider is not None and provider.over_capacity:
+        tally.beyond += 1
+        critical.append(_capacity_text(provider))
     if least is not None and least < 0:
         tally.negative_least += 1
-        problems.append(
+        critical.append(
             f"disk_available_least is {least} GiB: the hypervisor says its sparse/qcow2 disks can "
             "grow beyond the free space of the instances filesystem (host view); when the guests "
-            "fill them the filesystem runs full and guests stop with I/O errors."
+            "fill them the filesystem runs full and guests stop with I/O errors.")
+    if critical:
+        report.critical(subject, " ".join(critical + warning), _remedy(host, ratio, provider))
+        return
+    if warning:
+        report.warning(subject, " ".join(warning),
+                       f"nothing to fix if {ratio:g} is the intended ratio; on {host}: df -h "
+                       "/var/lib/nova/instances to follow the real usage")
+        return
+    allowed_gb = local * ratio if local else 0
+    if allowed_gb and used is not None and used / allowed_gb > settings.committed_warning_ratio:
+        tally.high += 1
+        of_what = f"{local} GiB local disk" if ratio == 1 else \
+            f"the {_gib(allowed_gb)} GiB that ratio {ratio:g} allows on {local} GiB local disk"
+        report.warning(
+            subject, f"{used} GiB committed of {of_what} ({used / allowed_gb:.0%}), above "
+            f"{settings.committed_warning_ratio:.0%}: new instances with large disks may not fit.",
+            f"plan capacity; check df -h /var/lib/nova/instances on {host}",
         )
-    return problems
 
 
 def _placement_note(provider: Provider | None) -> str:
     if provider is None:
         return ""
-    note = (f" Placement allows {provider.capacity_gb:g} GiB DISK_GB here (ratio {provider.ratio:g}), "
-            f"{provider.used} GiB allocated.")
-    if provider.ratio > 1:
-        note += " An allocation ratio above 1 on a disk that is already short makes it worse."
-    return note
+    return (f" (placement: {provider.used} GiB allocated of its {_gib(provider.capacity_gb)} GiB DISK_GB "
+            "capacity)")
 
 
-def _remedy(host: str, ratio: float | None) -> str:
+def _gib(value: float) -> str:
+    """A GiB amount as a person reads it: 9600000, 49.5 (never 9.6e+06)."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _remedy(host: str, ratio: float, provider: Provider | None) -> str:
     steps = [f"on {host}: df -h /var/lib/nova/instances (real usage)",
              f"openstack server list --all-projects --host {host}, then move instances off with "
              "openstack server migrate --live-migration <server uuid>"]
-    if ratio is not None and ratio > 1:
-        steps.append(f"set [DEFAULT] disk_allocation_ratio = 1.0 in nova.conf on {host} and restart "
-                     "nova-compute")
-    steps.append("do not force hosts with --availability-zone nova:HOST")
+    if provider is not None and provider.over_capacity:
+        steps.append(f"or restore the DISK_GB capacity the instances were placed with "
+                     f"(openstack resource provider inventory list {provider.uuid})")
+    if ratio <= 1:
+        steps.append("nova-manage placement audit / heal_allocations for instances without allocations")
+    steps.append("do not force hosts past the scheduler (--availability-zone nova:HOST on old "
+                 "microversions, forced evacuate/live-migrate)")
     return "; ".join(steps)
 
 
 def _summary(cells: int, t: Tally) -> str:
-    text = (f"{t.nodes} compute nodes in {cells} cells: {t.negative_free} with negative free disk, "
-            f"{t.negative_least} with negative disk_available_least, {t.high} highly committed")
+    text = (f"{t.nodes} compute nodes in {cells} cells: {t.beyond} committed beyond what placement allows, "
+            f"{t.by_policy} overcommitted by policy, {t.negative_least} with negative disk_available_least, "
+            f"{t.high} highly committed")
+    if t.ironic:
+        text += f"; {t.ironic} ironic nodes not judged"
     if t.providers:
         text += f"; placement: {t.providers} DISK_GB providers, {t.over_capacity} over capacity"
     text += "".join(f"; {n}" for n in t.notes)

@@ -13,15 +13,21 @@ just turned away.
 
 Per server, one connection per run: ``stats`` and ``stats settings``. The probe
 exports usage against the limit, warns before the limit, and reports refusals
-since the previous run (a restart resets the baseline). Servers come from
-``backends.memcached.servers`` and, optionally, the service config files the
-cloud really uses. They are polled a few at a time so one hung server cannot
-use up the run's time.
+since the previous run. A restart (uptime below the time elapsed since the
+previous run, or a counter going back) starts a new baseline, and what the new
+process counted since is news. Servers come from ``backends.memcached.servers``
+and, optionally, the service config files the cloud really uses, read as the
+services read them (healthd/openstack/oslo_ini.py): only lists oslo.cache or
+keystonemiddleware use, each entry parsed by the client library that reads it,
+so an entry that library cannot parse is a finding even when healthd reaches
+the server. They are polled a few at a time so one hung server cannot use up
+the run's time.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +38,9 @@ from pymemcache.exceptions import (
     MemcacheUnknownCommandError,
 )
 
+from healthd.connections import split_host_port
 from healthd.errors import BackendUnavailable, Refused, TimedOut, Unresolvable
-from healthd.model import MetricSpec, MetricType, Report
+from healthd.model import MetricSpec, MetricType, Report, Severity
 from healthd.openstack import oslo_ini
 from healthd.probe import Context, Probe, ProbeSettings
 from healthd.redact import describe_error
@@ -58,6 +65,7 @@ class Poll:
     settings: dict[str, str] = field(default_factory=dict)
     failure: str = ""  # "", refused, connect_timeout, resolve, limit, no_answer, closed, error, deadline
     detail: str = ""
+    at: float | None = None  # time.monotonic() when `stats` answered: dates the uptime
 
     def number(self, key: str, source: str = "stats") -> int | None:
         table = self.stats if source == "stats" else self.settings
@@ -96,8 +104,8 @@ class MemcachedProbe(Probe):
         critical_ratio: float = Field(0.95, gt=0, le=1, description="usage ratio that is critical")
         config_files: list[str] = Field(
             default_factory=list,
-            description="service config files (globs allowed) whose [cache] memcache_servers and "
-            "[keystone_authtoken] memcached_servers are checked too",
+            description="service config files (globs allowed) whose [cache] memcache_servers (when "
+            "oslo.cache uses it) and [keystone_authtoken] memcached_servers are checked too",
         )
         max_parallel: int = Field(4, ge=1, le=32, description="servers polled at once")
 
@@ -111,7 +119,7 @@ class MemcachedProbe(Probe):
         s = self.settings
         missing, configs = read_config_files(s.config_files)
         report_config_files(report, missing, configs)
-        sources = server_sources(ctx.memcached_servers(), configs)
+        sources = server_sources(ctx.memcached_servers(), configs, report)
         if not sources:
             raise BackendUnavailable(
                 "no memcached servers configured (backends.memcached.servers or "
@@ -121,7 +129,7 @@ class MemcachedProbe(Probe):
             lambda server: poll(ctx, server), list(sources), s.max_parallel,
             on_deadline=lambda server: Poll(server, failure="deadline"),
         )
-        judge(report, polls, sources, ctx.state.setdefault(STATE_KEY, {}), s)
+        judge(report, polls, sources, ctx.state.setdefault(STATE_KEY, {}), s, time.monotonic())
 
 
 # == loading: which servers (config files), and what each one says (one connection) ==
@@ -129,8 +137,7 @@ class MemcachedProbe(Probe):
 
 def read_config_files(patterns: list[str]) -> tuple[list[oslo_ini.MissingPattern], list[oslo_ini.ConfigFile]]:
     """The service config files named by the patterns, parsed (or with the reason they are not)."""
-    paths, missing = oslo_ini.expand(patterns)
-    return missing, [oslo_ini.read(path) for path in paths]
+    return oslo_ini.read_all(patterns)
 
 
 def poll(ctx: Context, server: str) -> Poll:
@@ -140,6 +147,7 @@ def poll(ctx: Context, server: str) -> Poll:
         with ctx.memcached(server) as client:
             try:
                 result.stats = _text(client.stats())
+                result.at = time.monotonic()
                 result.settings = _text(client.stats("settings"))
             except MemcacheUnknownCommandError:
                 # Every memcached knows `stats`; an ERROR reply is its at-the-limit rejection
@@ -155,8 +163,9 @@ def poll(ctx: Context, server: str) -> Poll:
                 # The deadline shut the socket: the server did not answer in the check's time.
                 result.failure = "no_answer" if ctx.deadline.expired else "error"
                 result.detail = describe_error(exc)
-    except Unresolvable as exc:
-        result.failure, result.detail = "resolve", str(exc)
+    except Unresolvable:
+        # The engine's message repeats "does not resolve"; the resolver's own reason is what counts.
+        result.failure, result.detail = "resolve", _resolver_reason(server)
     except Refused:
         result.failure = "refused"
     except TimedOut:
@@ -164,6 +173,19 @@ def poll(ctx: Context, server: str) -> Poll:
     except BackendUnavailable as exc:
         result.failure, result.detail = "error", str(exc)
     return result
+
+
+def _resolver_reason(server: str) -> str:
+    """Why the server's host name does not resolve, in the resolver's words (one lookup, only
+    after the connection failed on it)."""
+    host, port = split_host_port(server, 11211)
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return exc.strerror or describe_error(exc)
+    except (OSError, UnicodeError, ValueError) as exc:
+        return describe_error(exc)
+    return "it resolved on a second try: the resolver is flapping"
 
 
 def _text(table: dict[bytes, Any]) -> dict[str, str]:
@@ -183,15 +205,26 @@ def report_config_files(report: Report, missing: list[oslo_ini.MissingPattern],
         report.warning(f"config_files pattern {miss.pattern}", "matches no file",
                        "fix checks.memcached.config_files in healthd.yaml")
     for cf in configs:
-        if cf.error:
+        if cf.fatal:
+            report.critical(f"file {cf.path}", f"{cf.error}: a service loading this file does not start, "
+                            "and the memcached servers it lists are not checked",
+                            "fix the line, then restart the services that use the file")
+        elif cf.error:
             report.warning(f"file {cf.path}", f"cannot read it ({cf.error}); the memcached servers it "
                            "lists are not checked",
                            f"let the healthd user read it (e.g. setfacl -m u:healthd:r {cf.path}) "
                            "or fix checks.memcached.config_files")
 
 
-def server_sources(configured: list[str], configs: list[oslo_ini.ConfigFile]) -> dict[str, list[str]]:
-    """Normalized host:port -> where it was configured, in first-seen order."""
+def server_sources(configured: list[str], configs: list[oslo_ini.ConfigFile],
+                   report: Report | None = None) -> dict[str, list[str]]:
+    """Normalized host:port -> where it was configured, in first-seen order.
+
+    From the files, only lists a library uses (oslo_ini.memcache_lists: [cache] when oslo.cache
+    is on with a memcached backend, [keystone_authtoken] when set) and servers healthd can speak
+    plain memcached to (not behind TLS or SASL). Each entry is read by the list's own client
+    library: one it cannot parse is a finding (when ``report`` is given) even if healthd could
+    reach the server, which is then polled all the same."""
     servers: dict[str, list[str]] = {}
     for entry in configured:
         server = oslo_ini.normalize_server(entry)
@@ -200,24 +233,34 @@ def server_sources(configured: list[str], configs: list[oslo_ini.ConfigFile]) ->
     for cf in configs:
         if cf.error:
             continue
-        for section, option, entries in oslo_ini.memcache_server_lists(cf):
-            for server in entries:
-                servers.setdefault(server, []).append(f"{cf.path} [{section}] {option}")
+        lists, problems = oslo_ini.memcache_lists(cf)
+        if report is not None:
+            for problem in problems:
+                if problem.severity is not Severity.INFO:  # lists nothing uses are not this check's
+                    report.finding(problem.severity, problem.subject, problem.message, problem.fix)
+        for found in lists:
+            if not found.in_use or not found.protocol:
+                continue
+            for entry in found.servers:
+                key = entry.key or (oslo_ini.normalize_server(entry.entry) if entry.fault else None)
+                if key and ":" in key and key.rpartition(":")[2].isdigit():
+                    servers.setdefault(key, []).append(found.place)
     return servers
 
 
 def judge(report: Report, polls: dict[str, Poll], sources: dict[str, list[str]],
-          counters: dict[str, dict[str, Any]], s: MemcachedProbe.Settings) -> None:
+          counters: dict[str, dict[str, Any]], s: MemcachedProbe.Settings, now: float | None = None) -> None:
     """Judge every server's poll. ``counters`` holds each server's counters from the previous
-    run (ctx.state): it is read for the refusals since then, and updated for the next run."""
+    run (ctx.state): it is read for the refusals since then, and updated for the next run.
+    ``now`` (time.monotonic()) dates this run's readings, to tell a restart from the uptime."""
     for server in sources:
-        _judge_server(report, polls[server], sources[server], counters, s)
+        _judge_server(report, polls[server], sources[server], counters, s, now)
     up = sum(1 for p in polls.values() if not p.failure)
     report.summary = f"{up} of {len(sources)} memcached server(s) answering"
 
 
 def _judge_server(report: Report, p: Poll, sources: list[str], counters: dict[str, dict[str, Any]],
-                  s: MemcachedProbe.Settings) -> None:
+                  s: MemcachedProbe.Settings, now: float | None) -> None:
     report.metric(M_UP, 0 if p.failure else 1, server=p.server)
     if p.failure:
         _report_failure(report, p, sources, counters.get(p.server, {}))
@@ -240,7 +283,7 @@ def _judge_server(report: Report, p: Poll, sources: list[str], counters: dict[st
         ratio = (curr + reserved) / maxconns
         report.metric(M_RATIO, ratio, server=p.server)
         _judge_ratio(report, p.server, curr, reserved, maxconns, ratio, s)
-    _judge_refusals(report, p.server, counters, uptime, listen, rejected)
+    _judge_refusals(report, p.server, counters, uptime, listen, rejected, p.at if p.at is not None else now)
     if curr is not None and maxconns:
         counters[p.server]["ratio"] = ratio  # quoted if the server stops answering
 
@@ -262,19 +305,42 @@ def _judge_ratio(report: Report, server: str, curr: int, reserved: int, maxconns
     )
 
 
+# A restart shows as an uptime that began after the previous reading: uptime now below
+# (uptime then + seconds elapsed) by more than memcached's clock granularity (its `uptime`
+# ticks once a second, memcached.c clock_handler) and the rounding of both readings.
+RESTART_SLACK = 3.0
+
+
+def restarted_since(before: dict[str, Any], uptime: int | None, listen: int | None,
+                    rejected: int | None, now: float | None) -> bool:
+    """Whether the process was restarted since the reading in ``before``: its uptime began after
+    that reading (a restart between two runs far apart leaves an uptime above the previous one),
+    or a counter went back."""
+    current = {"uptime": uptime, "listen": listen, "rejected": rejected}
+    if any(current[k] is not None and k in before and current[k] < before[k]  # type: ignore[operator]
+           for k in ("uptime", "listen", "rejected")):
+        return True
+    if uptime is None or now is None or "uptime" not in before or "at" not in before:
+        return False
+    elapsed = now - before["at"]
+    return uptime < before["uptime"] + elapsed - RESTART_SLACK
+
+
 def _judge_refusals(report: Report, server: str, counters: dict[str, dict[str, Any]],
-                    uptime: int | None, listen: int | None, rejected: int | None) -> None:
-    now = {"uptime": uptime, "listen": listen, "rejected": rejected}
+                    uptime: int | None, listen: int | None, rejected: int | None,
+                    now: float | None = None) -> None:
+    reading = {"uptime": uptime, "listen": listen, "rejected": rejected}
     before = counters.get(server)
-    counters[server] = {k: v for k, v in now.items() if v is not None}
+    counters[server] = {k: v for k, v in reading.items() if v is not None}
+    if now is not None:
+        counters[server]["at"] = now
     if before is None:
         return  # first sight of this server: baseline only
-    restarted = any(
-        now[k] is not None and k in before and now[k] < before[k]  # type: ignore[operator]
-        for k in ("uptime", "listen", "rejected")
-    )
-    if restarted:
-        return  # counters started again from zero: a new baseline, nothing to compare
+    if restarted_since(before, uptime, listen, rejected, now):
+        # The new process started after the previous check: all it counted is news.
+        before = {"listen": 0, "rejected": 0}
+        report.info(f"memcached {server}", f"restarted since the previous check (up {uptime} s): the "
+                    "tokens and sessions it cached are gone, clients rebuild them")
     events = []
     new_rejected = (rejected or 0) - before.get("rejected", rejected or 0)
     new_listen = (listen or 0) - before.get("listen", listen or 0)
@@ -324,7 +390,8 @@ def _report_failure(report: Report, p: Poll, sources: list[str], last: dict[str,
         "refused": ("connection refused: memcached is not running or not listening on this port",
                     f"on {host}: systemctl status memcached; check the listen address and port "
                     f"(ss -ltnp | grep ':{port} ') and start it"),
-        "resolve": (f"the host name does not resolve ({p.detail})",
+        "resolve": (f"the host name does not resolve ({p.detail})" if p.detail
+                    else "the host name does not resolve",
                     "fix the host name in the configuration or in DNS / /etc/hosts"),
         "deadline": ("no result before the probe's deadline",
                      "raise checks.memcached.timeout or check the network path to the server"),

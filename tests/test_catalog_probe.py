@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -40,7 +41,8 @@ class Keystone:
         )
         return sid
 
-    def endpoint(self, sid: str, interface: str, enabled: bool = True, region: str = "RegionOne") -> str:
+    def endpoint(self, sid: str, interface: str, enabled: bool = True, region: str = "RegionOne",
+                 url: str = "") -> str:
         """`openstack endpoint create SID INTERFACE URL --region R` -> create_endpoint."""
         eid = uuid.uuid4().hex
         self.novadb.insert(
@@ -51,7 +53,7 @@ class Keystone:
                 "legacy_endpoint_id": None,
                 "interface": interface,
                 "service_id": sid,
-                "url": f"http://127.0.0.1:9696/{interface}",
+                "url": url or f"http://127.0.0.1:9696/{interface}",
                 "extra": "{}",
                 "enabled": int(enabled),
                 "region_id": region,
@@ -125,17 +127,46 @@ def test_duplicate_endpointless_service_is_critical_and_clears(keystone: Keyston
     assert cleared.value("healthd_catalog_duplicate_services", type="network") == 0
 
 
-def test_missing_interfaces_critical_but_admin_only_warning(keystone: Keystone) -> None:
+def test_interfaces_the_rest_of_the_cloud_has(keystone: Keystone, tmp_path: Path) -> None:
     no_internal = keystone.full_service("image", "glance", ("public", "admin"))
     no_admin = keystone.full_service("volumev3", "cinderv3", ("public", "internal"))
     result = run(NovaDB.url(keystone.db))
     by_subject = {(f.subject, f.severity) for f in result.findings}
-    assert (f"service {no_internal}", Severity.CRITICAL) in by_subject
-    assert (f"service {no_admin}", Severity.WARNING) in by_subject
-    assert result.value("healthd_catalog_problems", kind="missing_interface") == 2
-    # A cloud without admin endpoints says so in its config and is clean.
-    relaxed = run(NovaDB.url(keystone.db), required_interfaces=["public", "internal"])
-    assert [f.subject for f in relaxed.findings] == [f"service {no_internal}"]
+    assert by_subject == {(f"service {no_internal}", Severity.WARNING),
+                          (f"service {no_admin}", Severity.INFO)}
+    assert result.value("healthd_catalog_problems", kind="missing_interface") == 1
+    assert result.value("healthd_catalog_problems", kind="missing_admin_interface") == 1
+    # nova.conf selects internal for glance, with no fallback: nova's image calls fail
+    conf = tmp_path / "nova.conf"
+    conf.write_text("[glance]\nvalid_interfaces = internal\nregion_name = RegionOne\n"
+                    "[placement]\nvalid_interfaces = internal,public\n")
+    with_configs = run(NovaDB.url(keystone.db), config_files=[str(tmp_path / "*.conf")])
+    [glance] = [f for f in with_configs.findings if f.subject == f"service {no_internal}"]
+    assert glance.severity is Severity.CRITICAL
+    assert f"{conf} [glance] sets valid_interfaces = internal: none exists" in glance.message
+    assert with_configs.summary.endswith("; 2 catalog clients from config_files")
+    assert with_configs.value("healthd_catalog_problems", kind="client_without_endpoint") == 1
+
+
+def test_public_only_catalog_is_clean(novadb: NovaDB) -> None:
+    """devstack's shape: keystone-manage bootstrap --bootstrap-public-url, public endpoints only."""
+    ks = Keystone(novadb)
+    for type_, name in (("identity", "keystone"), ("compute", "nova"), ("placement", "placement"),
+                        ("image", "glance"), ("network", "neutron")):
+        ks.full_service(type_, name, ("public",))
+    result = run(NovaDB.url(ks.db))
+    assert result.status is Status.OK and result.findings == []
+
+
+def test_malformed_endpoint_url_is_dropped(keystone: Keystone) -> None:
+    sid = keystone.full_service("volumev3", "cinderv3", ("public", "admin"))
+    bad = keystone.endpoint(sid, "internal", url="http://127.0.0.1:8776/v3/$(tenant)s")
+    result = run(NovaDB.url(keystone.db))
+    by_subject = {f.subject: f for f in result.findings}
+    assert by_subject[f"endpoint {bad}"].severity is Severity.WARNING
+    assert "keystone drops it from every token's catalog" in by_subject[f"endpoint {bad}"].message
+    assert "no internal endpoint" in by_subject[f"service {sid}"].message
+    assert result.value("healthd_catalog_problems", kind="malformed_endpoint") == 1
 
 
 def test_lonely_service_without_endpoints_and_disabled_things(keystone: Keystone) -> None:

@@ -161,14 +161,29 @@ def test_no_cells_besides_cell0_is_critical(novadb: NovaDB) -> None:
     assert any("create_cell" in f.remediation for f in result.findings)
 
 
-def test_unreachable_cell_database_is_unknown_naming_the_cell(lab: Lab) -> None:
+def test_one_unreachable_cell_is_unknown_alone_the_others_are_judged(lab: Lab) -> None:
     lab.dep.add_compute(lab.cell1, "compute-1")
     lab.dep.map_host(lab.cell1, "compute-1")
+    lab.dep.add_compute(lab.cell1, "compute-new")  # unmapped: still found while cell2 is down
+    lab.dep.add_compute(lab.cell2, "compute-2")
+    lab.dep.map_host(lab.cell2, "compute-2")
     dead = NovaDB.url(lab.cell2.db, lab.user, port=free_port())
     override = {"url": dead, "password": lab.password, "connect_timeout": 2}
     result = lab.run(Backends(lab.config(cell2=override)))
-    assert result.status is Status.UNKNOWN
-    assert "database cells.cell2 at" in result.summary and "cannot connect" in result.summary
+    assert result.status is Status.CRITICAL
+    assert result.about("compute-new", Severity.CRITICAL)
+    [cell] = result.about("could not be read")
+    assert cell.subject == "cell cell2" and cell.severity is Severity.WARNING
+    assert "database cells.cell2 at" in cell.message and "cannot connect" in cell.message
+    assert "1 host mapping(s) that name it" in cell.message
+    assert not result.about("host mapping compute-2")  # not called stale: its cell was not read
+    assert result.value("healthd_cell_mapping_cell_up", cell="cell2") == 0
+    assert result.value("healthd_cell_mapping_cell_up", cell="cell1") == 1
+    assert result.value("healthd_cell_mapping_mapped_hosts", cell="cell2") is None
+
+    both = lab.run(Backends(lab.config(cell1=override, cell2=override)))
+    assert both.status is Status.UNKNOWN  # no cell could be read: nothing was judged
+    assert "database cells.cell1 at" in both.summary and "cannot connect" in both.summary
 
 
 def test_unreachable_api_database_is_unknown() -> None:
@@ -179,8 +194,13 @@ def test_unreachable_api_database_is_unknown() -> None:
     assert "nova_api" in result.summary and "Canary-api-pw" not in result.everything()
 
 
-def test_missing_grant_is_unknown_with_reason(lab: Lab) -> None:
+def test_missing_grant_names_the_cell_and_the_reason(lab: Lab) -> None:
     lab.novadb.exec(f"REVOKE SELECT ON `{lab.cell2.db}`.`compute_nodes` FROM '{lab.user}'@'127.0.0.1'")
+    result = lab.run()
+    assert result.status is Status.WARNING
+    [finding] = result.findings
+    assert finding.subject == "cell cell2" and "SELECT grant is missing" in finding.message
+    lab.novadb.exec(f"REVOKE SELECT ON `{lab.cell1.db}`.`compute_nodes` FROM '{lab.user}'@'127.0.0.1'")
     result = lab.run()
     assert result.status is Status.UNKNOWN
     assert "SELECT grant is missing" in result.summary

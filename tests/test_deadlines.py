@@ -59,7 +59,7 @@ from healthd.store import ResultStore
 from tests.conftest import subprocess_env
 from tests.helpers.hung import HungPeer, amqp_mute_after_open, peer
 from tests.helpers.novadb import Deployment, NovaDB, utcnow
-from tests.helpers.servers import Memcached, RabbitAccount, free_port, rabbit_vhost
+from tests.helpers.servers import Memcached, RabbitAccount, _rabbitmqctl, free_port, rabbit_vhost
 
 CANARY = "canary-deadline-Pw-7340"
 HANDLE_DEADLINE = 2.0  # the deadline of the handle-level runs
@@ -320,6 +320,8 @@ def cloud() -> Iterator[Cloud]:
 @pytest.fixture(scope="module")
 def rabbit() -> Iterator[RabbitAccount]:
     with rabbit_vhost("healthd-deadlines") as account:
+        # What deployment tools grant a service user: service_config checks it can run nova.
+        _rabbitmqctl("set_permissions", "-p", account.vhost, account.user, ".*", ".*", ".*")
         yield account
 
 

@@ -86,30 +86,55 @@ def test_healthy_nodes_are_ok(lab: Lab) -> None:
     assert result.value("healthd_disk_overcommit_placement_capacity_bytes", provider="compute-2") == 100 * GIB
     assert result.value("healthd_disk_overcommit_placement_usage_bytes", provider="compute-2") == 50 * GIB
     assert result.value("healthd_disk_overcommit_placement_allocation_ratio", provider="compute-1") == 1.0
-    assert result.summary.startswith("2 compute nodes in 2 cells: 0 with negative free disk")
+    assert result.summary.startswith("2 compute nodes in 2 cells: 0 committed beyond what placement allows")
 
 
-def test_negative_free_disk_is_critical_and_clears(lab: Lab) -> None:
+def test_policy_overcommit_is_warning_and_beyond_it_is_critical(lab: Lab) -> None:
     lab.add_host(lab.cell1, "compute-1")
     # disk_allocation_ratio 1.5: placement lets 150 GiB of flavour disks onto a 100 GiB disk;
-    # the resource tracker then writes local_gb_used 130, free_disk_gb -30.
+    # it accepted 130 and the resource tracker writes local_gb_used 130, free_disk_gb -30.
     rp = lab.add_host(lab.cell2, "compute-2", ratio=1.5, used=0)
     lab.dep.allocate(rp, 130)
     lab.dep.set_disk_usage(lab.cell2, "compute-2", local_gb_used=130, disk_available_least=40)
 
     result = lab.run()
-    assert result.status is Status.CRITICAL
+    assert result.status is Status.WARNING
     [finding] = result.findings
     assert finding.subject == "compute node compute-2 (host compute-2, cell cell2)"
-    assert "free_disk_gb is -30 GiB" in finding.message and "scheduler view" in finding.message
-    assert "ratio 1.5" in finding.message
-    assert "disk_allocation_ratio = 1.0" in finding.remediation and "compute-2" in finding.remediation
+    assert "free_disk_gb is -30 GiB: overcommitted by policy" in finding.message
+    assert "placement's DISK_GB allocation_ratio 1.5 allows up to 150 GiB" in finding.message
     assert result.value("healthd_disk_overcommit_free_disk_bytes", **node("cell2", "compute-2")) == -30 * GIB
+    assert result.value("healthd_disk_overcommit_allocation_ratio", **node("cell2", "compute-2")) == 1.5
     assert result.value("healthd_disk_overcommit_placement_capacity_bytes", provider="compute-2") == 150 * GIB
 
+    # The compute restarts with ratio 1.0 (update_provider_tree writes it): placement keeps
+    # the 130 GiB on a capacity of 100, the node and nova_cell's row say 1.0.
+    lab.novadb.exec(f"UPDATE `{lab.dep.placement}`.inventories SET allocation_ratio = 1.0 "
+                    "WHERE resource_provider_id = %s", (rp,))
+    lab.novadb.exec(f"UPDATE `{lab.cell2.db}`.compute_nodes SET disk_allocation_ratio = 1.0 "
+                    "WHERE host = 'compute-2'")
+    result = lab.run()
+    assert result.status is Status.CRITICAL
+    [finding] = result.findings
+    assert "more than placement's DISK_GB allocation_ratio 1 allows (100 GiB)" in finding.message
+    assert "Placement has 130 GiB allocated of its 100 GiB DISK_GB capacity." in finding.message
+    assert "migrate --live-migration" in finding.remediation and "compute-2" in finding.remediation
+
     lab.dep.set_disk_usage(lab.cell2, "compute-2", local_gb_used=60, disk_available_least=30)
+    lab.novadb.exec(f"UPDATE `{lab.dep.placement}`.allocations SET used = 60 WHERE resource_provider_id = %s",
+                    (rp,))
     result = lab.run()
     assert result.status is Status.OK and result.findings == []
+
+
+def test_ratio_zero_of_an_old_release_reads_as_the_default(lab: Lab) -> None:
+    lab.add_host(lab.cell1, "compute-1", used=110, disk_available_least=5)
+    lab.novadb.exec(f"UPDATE `{lab.cell1.db}`.compute_nodes SET disk_allocation_ratio = 0.0")
+    result = lab.run(Backends(lab.config(placement=False)))
+    assert result.value("healthd_disk_overcommit_allocation_ratio", **node("cell1", "compute-1")) == 1.0
+    [finding] = result.findings
+    assert finding.severity is Severity.CRITICAL
+    assert "disk_allocation_ratio 0.0 in compute_nodes, which nova reads as" in finding.message
 
 
 def test_negative_disk_available_least_is_critical(lab: Lab) -> None:
@@ -126,34 +151,40 @@ def test_highly_committed_disk_is_warning(lab: Lab) -> None:
     lab.add_host(lab.cell1, "compute-1", used=95, disk_available_least=50)
     result = lab.run(committed_warning_ratio=0.9)
     assert result.status is Status.WARNING
-    assert "95 of 100 GiB" in result.findings[0].message
+    assert "95 GiB committed of 100 GiB" in result.findings[0].message
     assert lab.run(committed_warning_ratio=1.0).status is Status.OK
 
 
-def test_placement_over_capacity_is_warning(lab: Lab) -> None:
+def test_placement_over_capacity_is_critical(lab: Lab) -> None:
     rp = lab.add_host(lab.cell1, "compute-1", ratio=2.0, used=150, disk_available_least=10)
     lab.dep.set_disk_usage(lab.cell1, "compute-1", local_gb_used=90, disk_available_least=10)
     # An operator lowers the ratio to 1.0 (the compute's update_provider_tree writes it).
     lab.novadb.exec(f"UPDATE `{lab.dep.placement}`.inventories SET allocation_ratio = 1.0 "
                     "WHERE resource_provider_id = %s", (rp,))
     result = lab.run(committed_warning_ratio=1.0)
-    assert result.status is Status.WARNING
+    assert result.status is Status.CRITICAL
     [finding] = result.findings
-    assert finding.subject.startswith("resource provider compute-1 ")
+    assert finding.subject == "compute node compute-1 (host compute-1, cell cell1)"
     assert "150 GiB DISK_GB allocated against a capacity of 100 GiB" in finding.message
+    assert "placement refuses every new DISK_GB allocation here" in finding.message
 
 
-def test_null_fields_skip_only_that_metric(lab: Lab) -> None:
+def test_ironic_nodes_are_not_judged(lab: Lab) -> None:
     lab.add_host(lab.cell1, "compute-1")
     lab.dep.add_compute(lab.cell1, "ironic-conductor", local_gb=0, local_gb_used=0,
-                        disk_available_least=None, hypervisor_hostname="bm-node-1")
-    lab.novadb.exec(f"UPDATE `{lab.cell1.db}`.compute_nodes SET free_disk_gb = NULL "
+                        disk_available_least=0, hypervisor_hostname="bm-node-1")
+    # nova/virt/ironic/driver.py _node_resource: hypervisor_type ironic, local_gb 0
+    lab.novadb.exec(f"UPDATE `{lab.cell1.db}`.compute_nodes SET hypervisor_type = 'ironic' "
                     "WHERE hypervisor_hostname = 'bm-node-1'")
+    lab.dep.add_compute(lab.cell1, "compute-9", local_gb=100, local_gb_used=0, disk_available_least=None,
+                        hypervisor_hostname="compute-9")
     result = lab.run()
     assert result.status is Status.OK
     bm = {"cell": "cell1", "host": "ironic-conductor", "node": "bm-node-1"}
-    assert result.value("healthd_disk_overcommit_free_disk_bytes", **bm) is None
-    assert result.value("healthd_disk_overcommit_local_bytes", **bm) == 0
+    assert result.value("healthd_disk_overcommit_local_bytes", **bm) is None
+    assert "1 ironic nodes not judged" in result.summary
+    assert result.value("healthd_disk_overcommit_disk_available_least_bytes", **node("cell1", "compute-9")) \
+        is None
     assert result.value("healthd_disk_overcommit_free_disk_bytes", **node("cell1", "compute-1")) == 80 * GIB
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from checks.memcached import M_LISTEN, M_MAX, M_RATIO, M_REJECTED, M_UP, MemcachedProbe
+from checks import memcached as memcached_module
+from checks.memcached import M_LISTEN, M_MAX, M_RATIO, M_REJECTED, M_UP, M_UPTIME, MemcachedProbe
 from healthd.model import Severity, Status
 from tests.helpers.probes import make_backends, run_probe
 from tests.helpers.servers import (
@@ -185,7 +190,8 @@ def test_servers_from_service_config_files_are_deduplicated(tmp_path: Path) -> N
 def test_config_files_alone_are_enough_and_unreadable_ones_are_reported(tmp_path: Path) -> None:
     down = f"127.0.0.1:{free_port()}"
     conf = tmp_path / "keystone.conf"
-    conf.write_text(f"[cache]\nmemcache_servers = {down}\n")
+    conf.write_text(f"[cache]\nenabled = true\nbackend = dogpile.cache.pymemcache\n"
+                    f"memcache_servers = {down}\n")
     missing = tmp_path / "absent.conf"
     run = run_probe(probe(config_files=[str(conf), str(missing)]), backends())
     assert run.status is Status.CRITICAL
@@ -199,3 +205,96 @@ def test_config_files_alone_are_enough_and_unreadable_ones_are_reported(tmp_path
 def test_thresholds_must_be_ordered(warning: float, critical: float) -> None:
     with pytest.raises(ValueError):
         MemcachedProbe.Settings(warning_ratio=warning, critical_ratio=critical)
+
+
+def test_cache_lists_nothing_uses_are_not_polled(tmp_path: Path) -> None:
+    """oslo_cache/_opts.py: [cache] enabled defaults to False; a dead server there harms nobody."""
+    with Memcached() as mc:
+        down = f"127.0.0.1:{free_port()}"
+        conf = tmp_path / "nova.conf"
+        conf.write_text(f"[cache]\nbackend = oslo_cache.memcache_pool\nmemcache_servers = {down}\n")
+        run = run_probe(probe(config_files=[str(conf)]), backends(mc.server))
+    assert run.status is Status.OK, run.findings
+    assert [labels for labels, _ in run.values(M_UP)] == [{"server": mc.server}]
+
+
+@pytest.mark.parametrize("backend,entry,fix", [
+    ("oslo_cache.memcache_pool", "[::1]:{port}", "write it as inet6:[::1]:{port}"),
+    ("dogpile.cache.pymemcache", "inet6:[::1]:{port}", "write it as [::1]:{port}"),
+])
+def test_a_form_the_services_library_cannot_parse_is_critical_though_the_server_answers(
+        tmp_path: Path, backend: str, entry: str, fix: str) -> None:
+    with Memcached("-l", "::1") as mc6:
+        written = entry.format(port=mc6.port)
+        conf = tmp_path / "nova.conf"
+        conf.write_text(f"[cache]\nenabled = true\nbackend = {backend}\nmemcache_servers = {written}\n")
+        run = run_probe(probe(config_files=[str(conf)]), backends())
+        assert run.value(M_UP, server=f"[::1]:{mc6.port}") == 1  # healthd reaches it...
+        assert run.status is Status.CRITICAL  # ...the service's client library does not
+        [finding] = run.findings
+        assert finding.subject == f"{conf} [cache] memcache_servers"
+        assert f"entry {written!r}" in finding.message and "even if it answers" in finding.message
+        assert finding.remediation.startswith(fix.format(port=mc6.port))
+
+        right = fix.format(port=mc6.port).removeprefix("write it as ")
+        conf.write_text(f"[cache]\nenabled = true\nbackend = {backend}\nmemcache_servers = {right}\n")
+        fixed = run_probe(probe(config_files=[str(conf)]), backends())
+        assert fixed.status is Status.OK, fixed.findings
+
+
+def test_a_restart_whose_uptime_exceeds_the_previous_reading_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs far apart: at the first run the process was up u0 s; it restarts, and at the next run
+    its new uptime is above u0, so only the time elapsed between the runs shows the restart.
+    A real restart; the clock between the two runs is moved on by 100 s."""
+    state: dict[str, Any] = {}
+    mc = Memcached().start()
+    b, p = backends(mc.server), probe()
+    try:
+        while int(mc.stats()["uptime"]) < 1:
+            time.sleep(0.2)
+        first = run_probe(p, b, state)
+        u0 = first.value(M_UPTIME, server=mc.server)
+        assert first.status is Status.OK and u0 is not None
+        mc.stop()
+        mc = Memcached(port=mc.port).start()
+        while int(mc.stats()["uptime"]) <= u0:
+            time.sleep(0.2)
+        real = time.monotonic
+        monkeypatch.setattr(memcached_module.time, "monotonic", lambda: real() + 100.0)
+        second = run_probe(p, b, state)
+    finally:
+        mc.stop()
+    uptime = second.value(M_UPTIME, server=mc.server)
+    assert uptime is not None and uptime > u0
+    [restart] = second.about("restarted since the previous check", Severity.INFO)
+    assert restart.subject == f"memcached {mc.server}"
+    assert second.status is Status.OK
+
+
+RESOLVE_SCRIPT = """
+import json
+from checks.memcached import MemcachedProbe
+from healthd.connections import Backends
+from healthd.config import BackendsConfig
+from healthd.scheduler import execute
+config = BackendsConfig(memcached={"servers": ["nonexistent-cache.invalid:11211"], "connect_timeout": 2})
+result = execute(MemcachedProbe(MemcachedProbe.Settings(timeout=10)), Backends(config))
+print(json.dumps({"status": result.status.name, "findings": [f.as_dict() for f in result.findings]}))
+"""
+
+
+def test_a_name_that_does_not_resolve_is_said_once() -> None:
+    """In a network namespace of its own: the lookup fails locally, no DNS packet leaves."""
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare(1) missing: a real DNS lookup would leave the machine")
+    try:
+        out = subprocess.run(["unshare", "-n", sys.executable, "-c", RESOLVE_SCRIPT],
+                             capture_output=True, text=True, timeout=60, check=True)
+    except subprocess.CalledProcessError as exc:
+        if "Traceback" in exc.stderr:
+            raise AssertionError(exc.stderr) from None
+        pytest.skip(f"cannot create a network namespace here: {exc.stderr.strip()[:200]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    [finding] = result["findings"]
+    assert finding["message"].startswith("the host name does not resolve (")
+    assert finding["message"].count("resolve") == 1, finding["message"]

@@ -430,3 +430,160 @@ def test_cell_database_down_is_unknown(nova: Nova) -> None:
 def test_api_source_without_cloud_is_unknown() -> None:
     result = run_probe(NovaServicesProbe(), make_backends())
     assert result.status is Status.UNKNOWN and "no OpenStack cloud configured" in result.summary
+
+
+# -- issue 12: cells, old rows, rows nova itself wrote ------------------------------------
+
+
+def findings_about(result: ProbeRun, text: str) -> list[Any]:
+    return result.about(text)
+
+
+def test_superconductor_in_cell0_each_conductor_judged_in_its_cell(nova: Nova) -> None:
+    """The superconductor layout (devstack, kolla-ansible): the super-conductor and a scheduler
+    register in cell0's database, the cell conductor in cell1's, on the same controller."""
+    cell0 = nova.dep.cells["cell0"]
+    nova.dep.add_service(cell0, "nova-conductor", "ctl1")
+    nova.dep.add_service(cell0, "nova-scheduler", "ctl1")
+    healthy = run(nova.config())
+    assert healthy.status is Status.OK, healthy.findings
+    assert healthy.value("healthd_nova_services_conductors_up", cell="cell0") == 1
+    assert healthy.value("healthd_nova_services_conductors_up", cell="cell1") == 1
+    for cell in ("cell0", "cell1"):
+        age = healthy.value("healthd_nova_services_heartbeat_age_seconds", cell=cell, binary="nova-conductor",
+                            host="ctl1")
+        assert age is not None and age < DOWN_TIME
+    assert healthy.value("healthd_nova_services_problems", kind="compute_in_cell0") == 0
+
+    nova.stop("nova-conductor", "ctl1")  # the cell1 conductor only: the one in cell0 still reports
+    result = run(nova.config())
+    assert result.status is Status.CRITICAL
+    [finding] = findings_about(result, "nova-conductor on ctl1")
+    assert "(zone internal, cell cell1)" in finding.message
+    assert "no nova-conductor is up in cell cell1" in finding.message
+    assert up(result, "ctl1", "nova-conductor") == 0  # the (binary, host, zone) series: worst copy
+    assert result.value("healthd_nova_services_conductors_up", cell="cell1") == 0
+    assert result.value("healthd_nova_services_conductors_up", cell="cell0") == 1
+
+    nova.start("nova-conductor", "ctl1")
+    assert run(nova.config()).status is Status.OK
+    nova.novadb.exec(f"UPDATE `{cell0.db}`.services SET last_seen_up = %s WHERE `binary` = 'nova-conductor'",
+                     (utcnow() - timedelta(minutes=10),))
+    result = run(nova.config())
+    [finding] = findings_about(result, "nova-conductor on ctl1")
+    assert finding.severity is Severity.CRITICAL and "(zone internal, cell cell0)" in finding.message
+    assert "in cell0 (the super-conductor of the API level)" in finding.message
+
+
+def test_compute_registered_in_cell0_is_critical_and_clears_after_the_cleanup(nova: Nova) -> None:
+    """A nova-compute whose conductor writes to cell0 (its transport_url reaches the super-conductor)."""
+    cell0 = nova.dep.cells["cell0"]
+    row = nova.dep.add_service(cell0, "nova-compute", "compute9")
+    result = run(nova.config())
+    assert result.status is Status.CRITICAL
+    [finding] = findings_about(result, "compute9")
+    assert finding.subject == "host compute9"
+    assert f"registered in cell0 [id {row['id']}, uuid {row['uuid']}] (up and enabled)" in finding.message
+    assert f"compute service delete {row['uuid']}" in finding.remediation
+    assert result.value("healthd_nova_services_problems", kind="compute_in_cell0") == 1
+    nova.dep.delete_service(cell0, row["id"])
+    cleared = run(nova.config())
+    assert cleared.status is Status.OK and cleared.findings == []
+    assert cleared.value("healthd_nova_services_problems", kind="compute_in_cell0") == 0
+
+
+def test_old_compute_row_blocks_the_upgrade_disabled_or_not_until_deleted(nova: Nova) -> None:
+    """A Victoria compute (SERVICE_VERSION_ALIASES['Victoria'] = 52) retired with `openstack compute
+    service set --disable` instead of a delete: its row stays, non-deleted."""
+    row = nova.dep.add_service(nova.cell, "nova-compute", "old-compute", version=52,
+                               silent=timedelta(days=400), age=timedelta(days=1500), disabled=1,
+                               disabled_reason="decommissioned")
+    result = run(nova.config())
+    assert result.status is Status.CRITICAL
+    [finding] = result.findings  # the blocker, not also "down and disabled: maintenance"
+    assert finding.subject == "host old-compute"
+    assert f"[id {row['id']}, uuid {row['uuid']}, disabled] has service version 52" in finding.message
+    assert "nova-api, nova-conductor and the nova-computes of cell cell1 refuse to start" in finding.message
+    assert "minimum compute service level in your system is 52" in finding.message
+    assert f"compute service delete {row['uuid']}" in finding.remediation
+    assert result.value("healthd_nova_services_problems", kind="too_old_compute") == 1
+    # the down + disabled row alone would be maintenance (INFO); the version makes it a blocker
+    nova.dep.delete_service(nova.cell, row["id"])
+    cleared = run(nova.config())
+    assert cleared.status is Status.OK and cleared.findings == []
+    assert cleared.value("healthd_nova_services_problems", kind="too_old_compute") == 0
+
+
+def test_forced_down_old_row_is_no_blocker_as_in_nova(nova: Nova) -> None:
+    nova.dep.add_service(nova.cell, "nova-compute", "old-compute", version=52, silent=timedelta(days=400),
+                         forced_down=1)
+    result = run(nova.config())
+    assert not findings_about(result, "has service version")
+    assert result.value("healthd_nova_services_problems", kind="too_old_compute") == 0
+
+
+def test_row_of_a_binary_nova_no_longer_runs_is_info(nova: Nova) -> None:
+    """nova-consoleauth was removed in Train; an upgraded cloud keeps its row, 'down' for ever."""
+    row = nova.dep.add_service(nova.cell, "nova-consoleauth", "ctl1", version=35, silent=timedelta(days=900))
+    result = run(nova.config())
+    assert result.status is Status.OK
+    [finding] = result.findings
+    assert finding.severity is Severity.INFO and "nova-consoleauth on ctl1" in finding.message
+    assert finding.remediation.endswith(f"compute service delete {row['uuid']}")
+    assert up(result, "ctl1", "nova-consoleauth") is None
+    assert result.value("healthd_nova_services_problems", kind="obsolete_service") == 1
+
+
+def test_compute_nova_disabled_itself_is_not_maintenance(nova: Nova) -> None:
+    """nova/virt/libvirt/driver.py _set_host_enabled(False, 'Connection to libvirt lost: 1')."""
+    nova.disable("compute2", "AUTO: Connection to libvirt lost: 1")
+    result = run(nova.config())
+    assert result.status is Status.WARNING
+    [finding] = result.findings
+    assert "disabled by nova itself" in finding.message
+    assert result.value("healthd_nova_services_problems", kind="auto_disabled") == 1
+
+
+def test_stuck_build_age_counts_from_creation_like_the_api(nova: Nova) -> None:
+    """A build the compute touched recently (updated_at) is still stuck by its creation time, as
+    nova's instance_build_timeout counts it and as the API source sees it."""
+    inst = nova.boot_forced("compute2", minutes_ago=20)
+    nova.novadb.exec(f"UPDATE `{nova.cell.db}`.instances SET updated_at = %s, task_state = 'spawning' "
+                     "WHERE uuid = %s", (utcnow(), inst))
+    fresh = nova.boot_forced("compute2", minutes_ago=1)
+    result = run(nova.config())
+    [stuck] = [f for f in result.findings if "stuck in BUILD" in f.message]
+    assert inst in stuck.message and fresh not in stuck.message
+
+
+def test_one_unreachable_cell_is_named_the_others_are_judged(nova: Nova) -> None:
+    nova.dep.add_cell("cell2")
+    nova.stop("nova-compute", "compute2")
+    port = free_port()
+    result = run(nova.dep.backends_config(cell2={"url": f"mysql+pymysql://root@127.0.0.1:{port}/x"}))
+    assert result.status is Status.CRITICAL  # compute2 in cell1 is still judged
+    assert findings_about(result, "nova-compute on compute2")
+    [cell] = findings_about(result, "could not be read")
+    assert cell.subject == "cell cell2" and "cannot connect" in cell.message
+    assert "cell(s) not read: cell2" in result.summary
+
+
+def test_without_the_cell0_grant_cell0_is_named_not_unknown(nova: Nova) -> None:
+    api, cell = nova.dep.api, nova.cell.db
+    user = nova.novadb.create_user("nocell0", "pw", [
+        f"SELECT ON `{api}`.`cell_mappings`", f"SELECT ON `{api}`.`build_requests`",
+        f"SELECT ON `{api}`.`request_specs`", f"SELECT ON `{api}`.`aggregate_hosts`",
+        f"SELECT ON `{api}`.`aggregate_metadata`", f"SELECT ON `{cell}`.`services`",
+        f"SELECT ON `{cell}`.`instances`",
+    ])
+    cfg = {"databases": {
+        "nova_api": {"url": NovaDB.url(api, user=user), "password": "pw"},
+        "cells": {name: {"url": NovaDB.url(c.db, user=user), "password": "pw"}
+                  for name, c in nova.dep.cells.items()},
+    }}
+    result = run(cfg)
+    assert result.status is Status.WARNING
+    [finding] = result.findings
+    assert finding.subject == "cell cell0" and "access denied" in finding.message
+    assert up(result, "compute1") == 1
+    assert result.value("healthd_nova_services_problems", kind="compute_in_cell0") is None

@@ -1,4 +1,5 @@
-"""deploy/systemd/healthd.service: systemd accepts it, and it keeps the daemon supervised and confined.
+"""deploy/systemd/healthd.service and the template healthd@.service: systemd accepts them,
+and they keep the daemon supervised and confined.
 
 The unit is what keeps healthd alive in production: Type=notify plus a
 watchdog restarts a daemon whose scheduler loop hung (a hung monitor looks
@@ -7,7 +8,9 @@ a crashed one, and the sandboxing keeps a read-only monitor read-only.
 `systemd-analyze verify` checks syntax and directives with systemd's own
 parser. It insists that ExecStart exists on this machine, so a copy whose
 ExecStart points at the venv's healthd is verified; everything else is the
-shipped file.
+shipped file. The template (one daemon per region: healthd@<name> reads
+/etc/healthd/<name>.yaml) is verified through an instance name, which is how
+systemd loads it, so %i is expanded the way it will be on a host.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "systemd" / "healthd.service"
+TEMPLATE = ROOT / "deploy" / "systemd" / "healthd@.service"
+INSTANCE = "healthd@region-one.service"
 HEALTHD = ROOT / ".venv" / "bin" / "healthd"
 # Messages systemd-analyze prints that depend on this machine, not the unit.
 BENIGN = (
@@ -44,11 +49,11 @@ def systemd_analyze() -> str:
     return path
 
 
-def service_section() -> dict[str, list[str]]:
+def service_section(unit: Path = UNIT) -> dict[str, list[str]]:
     """[Service] keys with every value (systemd allows repeated keys)."""
     out: dict[str, list[str]] = {}
     section = ""
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -61,10 +66,10 @@ def service_section() -> dict[str, list[str]]:
     return out
 
 
-def local_copy(tmp_path: Path) -> Path:
-    text = UNIT.read_text()
+def local_copy(tmp_path: Path, unit: Path = UNIT) -> Path:
+    text = unit.read_text()
     assert re.search(r"(?m)^ExecStart=/opt/healthd/venv/bin/healthd ", text)
-    copy = tmp_path / "healthd.service"
+    copy = tmp_path / unit.name
     copy.write_text(re.sub(r"(?m)^ExecStart=\S+", f"ExecStart={HEALTHD}", text))
     return copy
 
@@ -129,3 +134,63 @@ def test_install_section() -> None:
     parser.read_string(re.sub(r"(?ms)^\[Service\].*?(?=^\[Install\])", "", UNIT.read_text()))
     assert parser["Install"]["WantedBy"] == "multi-user.target"
     assert "network-online.target" in parser["Unit"]["After"]
+
+
+# -- the template: one daemon per region or cloud ------------------------------------------
+
+# What may differ between the template and the main unit: what names the instance.
+PER_INSTANCE = {"ExecStart", "LoadCredential", "SyslogIdentifier", "InaccessiblePaths"}
+
+
+def test_template_instance_verifies(tmp_path: Path) -> None:
+    """systemd loads healthd@region-one.service from healthd@.service, expands %i, and accepts it."""
+    local_copy(tmp_path, TEMPLATE)
+    instance = tmp_path / INSTANCE
+    assert not instance.exists()  # systemd-analyze finds the template by the instance's name
+    done = subprocess.run([systemd_analyze(), "verify", str(instance)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert complaints(instance) == []
+
+
+def test_template_shipped_differs_only_by_the_missing_binary(tmp_path: Path) -> None:
+    shutil.copy(TEMPLATE, tmp_path / TEMPLATE.name)
+    found = complaints(tmp_path / INSTANCE)
+    assert found, "the verification did not load the instance"
+    assert all(f"{INSTANCE}: Command /opt/healthd/venv/bin/healthd " in line for line in found), found
+
+
+def test_template_verify_catches_a_broken_directive(tmp_path: Path) -> None:
+    copy = local_copy(tmp_path, TEMPLATE)
+    copy.write_text(copy.read_text().replace("ProtectSystem=strict", "ProtectSystem=very"))
+    assert any("protect system value" in line for line in complaints(tmp_path / INSTANCE))
+
+
+def test_template_reads_the_instance_config() -> None:
+    svc = service_section(TEMPLATE)
+    argv = svc["ExecStart"][0].split()
+    assert argv[argv.index("--config") + 1] == "/etc/healthd/%i.yaml"
+    assert argv[-1] == "run"
+    assert "--listen" not in argv  # each config names its own port
+    unit = TEMPLATE.read_text()
+    assert re.search(r"(?m)^AssertPathExists=/etc/healthd/%i\.yaml$", unit)
+
+
+def test_template_is_as_supervised_and_confined_as_the_main_unit() -> None:
+    """Every directive of healthd.service but the per-instance ones, with the same values."""
+    main = {k: v for k, v in service_section(UNIT).items() if k not in PER_INSTANCE}
+    template = {k: v for k, v in service_section(TEMPLATE).items() if k not in PER_INSTANCE}
+    assert template == main
+    unit_lines = [line for line in TEMPLATE.read_text().splitlines() if not line.startswith("#")]
+    assert "[Install]" in unit_lines and "WantedBy=multi-user.target" in unit_lines
+
+
+def test_template_credentials_are_per_instance() -> None:
+    """Passwords come from the instance's own folder, as credentials; never in Environment=."""
+    svc = service_section(TEMPLATE)
+    assert svc["LoadCredential"], "no credentials"
+    assert all(value.split(":", 1)[1].startswith("/etc/healthd/credentials/%i")
+               for value in svc["LoadCredential"])
+    assert not any(re.search(r"(?i)pass|secret", env) for env in svc.get("Environment", []))
+    # and no instance reads the credentials folder directly: only its own, through systemd
+    assert "-/etc/healthd/credentials" in svc["InaccessiblePaths"]

@@ -11,8 +11,11 @@
 --   @NOVA_API_DB@        nova API database, e.g. nova_api
 --   @PLACEMENT_DB@       placement database, e.g. placement
 --   @NOVA_CELL_DB@       a cell database, e.g. nova (cell1); repeat the cell
---                        block for every cell (nova_cell2, ...). cell0 holds no
---                        services, but granting it does no harm.
+--                        block for every cell (nova_cell2, ...) and for cell0
+--                        (nova_cell0): nova_services reads cell0's services (the
+--                        super-conductor and scheduler of the superconductor
+--                        layout register there; a nova-compute there is a
+--                        fault). Without it, cell0 is named as not read.
 --
 -- Apply on the database server as an administrator, for example:
 --   sed -e 's/@HEALTHD_USER@/healthd/g' -e 's/@HEALTHD_HOST@/%/g' \
@@ -32,10 +35,11 @@
 --   nova_services (source: db)   nova_api.cell_mappings, nova_api.build_requests,
 --                                nova_api.request_specs, nova_api.aggregate_hosts,
 --                                nova_api.aggregate_metadata (zone labels);
---                                <cell>.services, <cell>.instances
+--                                <cell>.services (cell0 too), <cell>.instances
 --   disk_overcommit              nova_api.cell_mappings; <cell>.compute_nodes;
 --                                placement.resource_providers, placement.inventories,
 --                                placement.allocations, placement.resource_classes
+--   service_config (optional)    nova_api.cell_mappings (each cell's broker)
 
 CREATE USER IF NOT EXISTS '@HEALTHD_USER@'@'@HEALTHD_HOST@' IDENTIFIED BY '@HEALTHD_PASSWORD@';
 

@@ -1,4 +1,5 @@
 """Names, ports and limits of the lab (HEALTHD_LAB_* environment overrides)."""
+import hashlib
 import os
 from pathlib import Path
 
@@ -7,10 +8,21 @@ from pathlib import Path
 LAB_SRC = Path(__file__).resolve().parent.parent
 REPO = LAB_SRC.parent
 
-# Names of the lab's databases, DB users, vhost and broker user start with
-# this prefix; HEALTHD_LAB_PREFIX (with its own HEALTHD_LAB_DIR) lets a second
-# lab live beside the default one on the same MariaDB/RabbitMQ.
-PREFIX = os.environ.get('HEALTHD_LAB_PREFIX', 'hdlab')
+
+def _default_prefix():
+    """'hdlab' and six hex digits of the lab directory's path: one set of names per lab.
+
+    Two labs on one MariaDB/RabbitMQ (a clone's CI run beside a developer's lab, two
+    HEALTHD_LAB_DIRs) must never share databases, users or vhosts: a fresh start of one
+    drops and re-creates them, and a password reset by one locks the other out.
+    """
+    where = Path(os.environ.get('HEALTHD_LAB_DIR') or (REPO / '.lab')).resolve()
+    return 'hdlab' + hashlib.sha256(str(where).encode()).hexdigest()[:6]
+
+
+# Names of the lab's databases, DB users, vhost and broker user start with this
+# prefix; HEALTHD_LAB_PREFIX overrides the one derived from the lab's directory.
+PREFIX = os.environ.get('HEALTHD_LAB_PREFIX') or _default_prefix()
 if not PREFIX.replace('_', '').isalnum() or not PREFIX.islower():
     raise SystemExit('HEALTHD_LAB_PREFIX must be lower-case [a-z0-9_]')
 REGION = 'RegionOne'
@@ -48,7 +60,9 @@ PLACEMENT_MICROVERSION = 'placement 1.39'
 PY_VERSION = '3.11'
 
 FAULTS = ('duplicate-service', 'unmapped-compute', 'compute-down',
-          'disk-overcommit', 'memcached-saturation', 'bad-config-hosts')
+          'disk-overcommit', 'disk-over-capacity', 'memcached-saturation',
+          'bad-config-hosts', 'catalog-public-only', 'catalog-missing-interface',
+          'cell0-conductor', 'cell0-compute', 'old-compute-row')
 
 PORT_NAMES = ('keystone', 'placement', 'nova_api', 'glance', 'network',
               'memcached', 'memcached_sat', 'healthd', 'dead_rabbit',

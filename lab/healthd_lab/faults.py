@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from .constants import (
+    CLOUD,
     COMPUTES,
     EXTRA_COMPUTE,
     FAULTS,
@@ -14,10 +15,11 @@ from .constants import (
     OVERCOMMIT_RATIO,
     OVERCOMMIT_SERVERS,
 )
+from .faults_cells import CellFaultsMixin
 from .util import LabError, _free_port, _locked, _log, _port_open, _write, memcached_stats
 
 
-class FaultsMixin:
+class FaultsMixin(CellFaultsMixin):
     """Part of Lab: inject(name) / revert(name) and one _inject_X/_revert_X per fault."""
 
     # -------------------------------------------------------- faults --
@@ -152,6 +154,17 @@ class FaultsMixin:
         self.fail(f'nova-compute-{host}',
                   f'placement DISK_GB ratio not {ratio} after {timeout}s')
 
+    def _boot_on_host(self, name, flavor, host):
+        """POST /servers with `host` (microversion 2.74): unlike the old
+        availability_zone nova:HOST form it goes through the scheduler's
+        filters and placement's allocation_candidates, as `openstack server
+        create --host` does."""
+        body = {'server': {'name': name, 'imageRef': self.state['ids']['image'],
+                           'flavorRef': flavor, 'networks': 'none',
+                           'host': host}}
+        _, data = self.api('compute', 'POST', '/servers', body)
+        return data['server']['id']
+
     def _inject_disk_overcommit(self):
         host = COMPUTES[0]
         self.write_compute_conf(host, extra_default=[
@@ -162,7 +175,7 @@ class FaultsMixin:
         self.state.setdefault('faults', {})['disk-overcommit'] = info
         self.save()
         for i in range(OVERCOMMIT_SERVERS):
-            sid = self.boot_server(f'lab-overcommit-{i}', FLAVOR_HUGE, host)
+            sid = self._boot_on_host(f'lab-overcommit-{i}', FLAVOR_HUGE, host)
             info['servers'].append(sid)
             self.save()
         for sid in info['servers']:
@@ -200,6 +213,33 @@ class FaultsMixin:
             if time.time() > deadline:
                 raise LabError(f'free_disk_gb of {host} still negative')
             time.sleep(1)
+
+    # 4b. disk-over-capacity: on top of disk-overcommit, lower the ratio back
+    # to 1.0 while the servers stay: placement keeps the allocations and
+    # takes the smaller inventory (placement/objects/resource_provider.py
+    # _update_inventory_for_provider only logs "exceeded"), so usage is
+    # above capacity and the node commits more than ratio 1.0 allows.
+    def _inject_disk_over_capacity(self):
+        host = COMPUTES[0]
+        auto = 'disk-overcommit' not in self.state.get('faults', {})
+        if auto:
+            self.inject('disk-overcommit')
+        info = dict(self.state['faults']['disk-overcommit'])
+        self.write_compute_conf(host, extra_default=[
+            ('disk_allocation_ratio', 1.0)])
+        self._restart_compute(host)
+        self._wait_ratio(host, 1.0)
+        return {'host': host, 'auto': auto, 'servers': info.get('servers', [])}
+
+    def _revert_disk_over_capacity(self, info):
+        host = COMPUTES[0]
+        if info.get('auto', True):
+            self.revert('disk-overcommit')
+            return
+        self.write_compute_conf(host, extra_default=[
+            ('disk_allocation_ratio', OVERCOMMIT_RATIO)])
+        self._restart_compute(host)
+        self._wait_ratio(host, OVERCOMMIT_RATIO)
 
     # 5. memcached-saturation
     def _inject_memcached_saturation(self):
@@ -256,3 +296,48 @@ class FaultsMixin:
 
     def _revert_bad_config_hosts(self, info):
         Path(self.paths['nova_bad_conf']).unlink(missing_ok=True)
+
+    # 7. catalog-public-only / 8. catalog-missing-interface: endpoints deleted
+    # with the CLI, as an operator (or devstack, which never creates them) would.
+    def _osc(self, *args):
+        return self._cmd([self.bin / 'openstack', *args], 'openstack', env={
+            'OS_CLIENT_CONFIG_FILE': str(self.dir / 'clouds.yaml'),
+            'OS_CLOUD': CLOUD})
+
+    def _delete_endpoints(self, service_types, interfaces):
+        gone = []
+        for stype in service_types:
+            for svc in self.ks_find('services', type=stype):
+                for ep in self.ks_find('endpoints', service_id=svc['id']):
+                    if ep['interface'] in interfaces:
+                        gone.append({'id': ep['id'], 'service_id': svc['id'],
+                                     'interface': ep['interface'], 'url': ep['url'],
+                                     'region': ep.get('region_id') or ''})
+        if gone:
+            self._osc('endpoint', 'delete', *[ep['id'] for ep in gone])
+        return gone
+
+    def _recreate_endpoints(self, gone):
+        for ep in gone:
+            have = self.ks_find('endpoints', service_id=ep['service_id'],
+                                interface=ep['interface'])
+            if any(e.get('region_id') == (ep['region'] or None) for e in have):
+                continue
+            region = ['--region', ep['region']] if ep['region'] else []
+            self._osc('endpoint', 'create', *region, ep['service_id'],
+                      ep['interface'], ep['url'])
+
+    def _inject_catalog_public_only(self):
+        types = ('identity', 'placement', 'compute', 'image', 'network')
+        return {'deleted': self._delete_endpoints(types, ('internal', 'admin'))}
+
+    def _revert_catalog_public_only(self, info):
+        self._recreate_endpoints(info.get('deleted', []))
+
+    def _inject_catalog_missing_interface(self):
+        deleted = self._delete_endpoints(('image',), ('internal', 'admin'))
+        return {'service_id': self.state['ids']['service_image'],
+                'deleted': deleted}
+
+    def _revert_catalog_missing_interface(self, info):
+        self._recreate_endpoints(info.get('deleted', []))

@@ -291,6 +291,9 @@ class Lab(ServicesMixin, TemplatesMixin, OpenStackMixin, FaultsMixin):
             names.append(f'nova-compute-{EXTRA_COMPUTE}')
         if 'memcached-saturation' in faults:
             names.append('mc-holder')
+        for fault in ('cell0-conductor', 'cell0-compute'):  # faults_cells.py
+            if fault in faults:
+                names.append(faults[fault]['proc'])
         return names
 
     def is_up(self):
@@ -438,8 +441,9 @@ class Lab(ServicesMixin, TemplatesMixin, OpenStackMixin, FaultsMixin):
                     sql.append(f"DROP USER IF EXISTS '{user}'@'{host}';")
             self.mysql('\n'.join(sql), check=False)
         if shutil.which('rabbitmqctl') and _port_open(RABBIT_PORT):
-            self._cmd(['rabbitmqctl', 'delete_vhost', RABBIT_VHOST],
-                      'rabbitmq', check=False)
+            for vhost in (RABBIT_VHOST, RABBIT_VHOST + '_super'):  # _super: faults_cells.py
+                self._cmd(['rabbitmqctl', 'delete_vhost', vhost],
+                          'rabbitmq', check=False)
             self._cmd(['rabbitmqctl', 'delete_user', RABBIT_USER],
                       'rabbitmq', check=False)
         # runtime data goes; the venv and logs stay (the venv is a cache)

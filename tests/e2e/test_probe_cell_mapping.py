@@ -8,6 +8,7 @@ deletes the service through the compute API, which also drops the node.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,29 @@ def test_undiscovered_compute_is_reported_and_clears(lab: dict[str, Any], lab_ap
         assert "nova-manage cell_v2 discover_hosts --cell_uuid" in finding.remediation
         assert result.value("healthd_cell_mapping_host_unmapped", cell="cell1", host=host) == 1
         assert result.value("healthd_cell_mapping_unmapped_hosts", cell="cell1") == 1
+        # What the finding says is what nova does: the scheduler picks the host, the conductor
+        # fails the build and the server goes to ERROR with nova's own words.
+        assert "so the scheduler may pick it" in finding.message
+        said = f"Host '{host}' is not mapped to any cell"
+        assert said in finding.message
+        handle = lab_api.Lab()
+        server = handle.boot_server("healthd-e2e-unmapped", host=host)  # --availability-zone nova:HOST
+        try:
+            deadline = time.monotonic() + 60
+            got = handle.api("compute", "GET", f"/servers/{server}")[1]["server"]
+            while got["status"] == "BUILD":
+                assert time.monotonic() < deadline, got
+                time.sleep(0.5)
+                got = handle.api("compute", "GET", f"/servers/{server}")[1]["server"]
+            assert got["status"] == "ERROR" and got["fault"]["message"] == said, got
+        finally:
+            handle.delete_server(server)
+            handle.wait_server(server, "DELETED")
+        code, body = handle.api("compute", "POST", "/servers", {"server": {  # --host (2.74)
+            "name": "healthd-e2e-unmapped-2", "imageRef": handle.state["ids"]["image"],
+            "flavorRef": handle.state["ids"]["flavor_tiny"], "networks": "none", "host": host}}, ok=None)
+        assert code == 400 and f"Compute host {host} could not be found" in str(body)
+        assert f"`openstack server create --host {host}` is refused" in finding.message
     finally:
         lab_api.revert("unmapped-compute")
     result = run(lab, grace_seconds=0)

@@ -226,6 +226,39 @@ class Deployment:
             out["node_uuid"] = node_uuid
         return out
 
+    def add_service(
+        self,
+        cell: Cell,
+        binary: str,
+        host: str,
+        *,
+        version: int = 74,
+        silent: timedelta = timedelta(0),
+        age: timedelta = timedelta(hours=1),
+        **columns: Any,
+    ) -> dict[str, Any]:
+        """A service row as nova writes it: Service.create (nova/service.py Service.start:
+        binary, host, topic = binary minus 'nova-', version = the code's SERVICE_VERSION, uuid),
+        then the report loop (nova/servicegroup/drivers/db.py) bumping report_count and
+        last_seen_up; ``silent`` is how long ago the last report was. Other columns (disabled,
+        disabled_reason, forced_down, ...) override. Returns {"id", "uuid"}."""
+        now = utcnow()
+        row = {
+            "created_at": now - age, "updated_at": now - silent, "host": host, "binary": binary,
+            "topic": binary.removeprefix("nova-"), "report_count": 10, "disabled": 0, "deleted": 0,
+            "last_seen_up": now - silent, "forced_down": 0, "version": version,
+            "uuid": str(uuidlib.uuid4()), **columns,
+        }
+        row_id = self.novadb.insert(cell.db, "services", row)
+        return {"id": row_id, "uuid": row["uuid"]}
+
+    def delete_service(self, cell: Cell, row_id: int) -> None:
+        """What nova's service delete leaves in the cell: the row soft-deleted
+        (nova/db/main/api.py service_destroy: soft_delete sets deleted = id)."""
+        self.novadb.exec(
+            f"UPDATE `{cell.db}`.services SET deleted = id, deleted_at = %s WHERE id = %s", (utcnow(), row_id)
+        )
+
     def set_disk_usage(self, cell: Cell, host: str, local_gb_used: int,
                        disk_available_least: int | None) -> None:
         """The resource tracker's periodic update (ResourceTracker._update_usage)."""

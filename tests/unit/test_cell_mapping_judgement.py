@@ -31,8 +31,10 @@ def mapped(cell: Cell, *hosts: str) -> list[Mapping]:
 
 
 def judged(hosts: dict[Cell, list[HostInCell]], mappings: list[Mapping],
-           cells: tuple[Cell, ...] = (CELL0, CELL1, CELL2), **settings: Any) -> Result:
-    view = CellView(list(cells), mappings, {c.uuid: list(h) for c, h in hosts.items()})
+           cells: tuple[Cell, ...] = (CELL0, CELL1, CELL2), unreadable: dict[Cell, str] | None = None,
+           **settings: Any) -> Result:
+    view = CellView(list(cells), mappings, {c.uuid: list(h) for c, h in hosts.items()},
+                    {c.uuid: why for c, why in (unreadable or {}).items()})
     report = Report(CellMappingProbe.name, CellMappingProbe.metrics)
     judge(view, CellMappingProbe.Settings(**settings), report)
     return report.result(0, 0)
@@ -70,7 +72,13 @@ def test_unmapped_usable_host_is_critical_with_discover_hosts() -> None:
     finding = one(result, Status.CRITICAL)
     assert finding.subject == "host compute-new (cell cell1)"
     assert "its nova-compute is up and reporting" in finding.message
-    assert "\"Host 'compute-new' is not mapped to any cell\"" in finding.message
+    # What nova 34 really does (not "the scheduler can never place instances on it"):
+    assert "so the scheduler may pick it (placement offers its resources" in finding.message
+    assert ("A build sent to it then fails in nova-conductor (\"No host-to-cell mapping found for selected "
+            "host compute-new. Setup is incomplete.\") and the server goes to ERROR in cell0 with \"Host "
+            "'compute-new' is not mapped to any cell\"") in finding.message
+    assert "`openstack server create --host compute-new` is refused" in finding.message
+    assert "can never" not in finding.message
     assert finding.remediation.startswith(f"on a controller: {DISCOVER1} (or set [scheduler] ")
     assert value(result, "healthd_cell_mapping_unmapped_hosts", cell="cell1") == 1
     assert value(result, "healthd_cell_mapping_mapped_hosts", cell="cell1") == 1
@@ -105,7 +113,8 @@ def test_down_disabled_forced_down_or_serviceless_unmapped_host_is_warning() -> 
     }
     for why, host in cases.items():
         finding = one(judged({CELL1: [host]}, []), Status.WARNING)
-        assert "its nova-compute is down, disabled or missing" in finding.message, why
+        assert "its nova-compute is down, disabled or missing; once it is up and enabled the scheduler may "\
+               "pick it" in finding.message, why
         assert DISCOVER1 in finding.remediation, why
 
 
@@ -242,3 +251,50 @@ def test_cell_without_a_name_is_labelled_by_its_uuid() -> None:
     result = judged({nameless: [compute("compute-1")]}, [], cells=(CELL0, nameless))
     assert one(result, Status.CRITICAL).subject == f"host compute-1 (cell {nameless.uuid})"
     assert value(result, "healthd_cell_mapping_unmapped_hosts", cell=nameless.uuid) == 1
+
+
+# -- a cell whose database cannot be read -------------------------------------------------
+
+WHY = "database cell cell2 at nova@db2:3306/nova_cell2: cannot connect"
+
+
+def test_an_unreadable_cell_is_unknown_alone_and_the_others_are_judged() -> None:
+    result = judged({CELL1: [compute("compute-1"), compute("compute-new")]},
+                    mapped(CELL1, "compute-1") + mapped(CELL2, "compute-3", "compute-4"),
+                    unreadable={CELL2: WHY})
+    assert result.status is Status.CRITICAL  # compute-new in cell1 is still found
+    [cell] = [f for f in result.findings if f.subject == "cell cell2"]
+    assert cell.severity is Severity.WARNING
+    assert cell.message == ("the database of cell cell2 could not be read, so its compute hosts and the 2 "
+                            f"host mapping(s) that name it are not judged (the other cells are): {WHY}")
+    assert "backends.databases.cells.cell2" in cell.remediation
+    assert value(result, "healthd_cell_mapping_cell_up", cell="cell2") == 0
+    assert value(result, "healthd_cell_mapping_cell_up", cell="cell1") == 1
+    # nothing said (or counted) about cell2's hosts: the mappings to it are not stale
+    assert value(result, "healthd_cell_mapping_mapped_hosts", cell="cell2") is None
+    assert value(result, "healthd_cell_mapping_stale_mappings", cell="cell2") is None
+    assert not [f for f in result.findings if "compute-3" in f.subject + f.message]
+    assert value(result, "healthd_cell_mapping_unmapped_hosts", cell="cell1") == 1
+    assert result.summary.endswith("; cell(s) not read: cell2")
+
+
+def test_a_host_mapped_to_an_unreadable_cell_is_a_warning_that_says_so() -> None:
+    result = judged({CELL1: [compute("compute-3")]}, mapped(CELL2, "compute-3"), unreadable={CELL2: WHY})
+    [finding] = [f for f in result.findings if f.subject == "host compute-3 (cell cell1)"]
+    assert finding.severity is Severity.WARNING
+    assert "maps it to cell cell2, whose database could not be read" in finding.message
+    assert value(result, "healthd_cell_mapping_misplaced_hosts", cell="cell1") == 1
+
+
+def test_a_stale_looking_mapping_says_an_unreadable_cell_may_hold_the_host() -> None:
+    result = judged({CELL1: []}, mapped(CELL1, "gone-1"), unreadable={CELL2: WHY})
+    [finding] = [f for f in result.findings if f.subject.startswith("host mapping")]
+    assert "cell(s) cell2 could not be read" in finding.message
+    assert value(result, "healthd_cell_mapping_stale_mappings", cell="cell1") == 1
+
+
+def test_all_cells_readable_export_cell_up() -> None:
+    result = judged({CELL1: [compute("compute-1")], CELL2: []}, mapped(CELL1, "compute-1"))
+    assert value(result, "healthd_cell_mapping_cell_up", cell="cell1") == 1
+    assert value(result, "healthd_cell_mapping_cell_up", cell="cell2") == 1
+    assert value(result, "healthd_cell_mapping_cell_up", cell="cell0") is None

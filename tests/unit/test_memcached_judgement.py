@@ -42,11 +42,12 @@ def answered(curr: int = 10, maxconns: int | None = 1024, reserved: int = 20, li
 
 
 def judged(*polls: Poll, counters: dict[str, dict[str, Any]] | None = None,
-           sources: dict[str, list[str]] | None = None, **settings: Any) -> ProbeRun:
+           sources: dict[str, list[str]] | None = None, now: float | None = None,
+           **settings: Any) -> ProbeRun:
     report = Report(MemcachedProbe.name, MemcachedProbe.metrics)
     sources = sources if sources is not None else {p.server: CONFIGURED.get(p.server, ["x"]) for p in polls}
     judge(report, {p.server: p for p in polls}, sources, {} if counters is None else counters,
-          MemcachedProbe.Settings(**settings))
+          MemcachedProbe.Settings(**settings), now)
     return ProbeRun(report.result(0, 0))
 
 
@@ -162,15 +163,50 @@ def test_both_kinds_of_refusal_in_one_finding() -> None:
     {"uptime": 5000, "listen": 1, "rejected": 7},  # a counter went back
     {"uptime": 5000, "listen": 3, "rejected": 2},
 ])
-def test_counters_reset_by_a_restart_are_a_new_baseline(after: dict[str, int]) -> None:
+def test_a_restart_starts_a_new_baseline_and_its_counts_are_news(after: dict[str, int]) -> None:
+    """Everything the new process counted happened after the previous check (it started after it)."""
     counters: dict[str, dict[str, Any]] = {}
     judged(answered(rejected=5, listen=3, uptime=1000), counters=counters)
-    assert judged(answered(**after), counters=counters).findings == []
+    run = judged(answered(**after), counters=counters)
+    restart, refusals = run.findings
+    assert restart.severity is Severity.INFO
+    assert restart.message.startswith(f"restarted since the previous check (up {after['uptime']} s)")
+    assert refusals.severity is Severity.CRITICAL
+    assert refusals.message.startswith(
+        f"since the previous check it refused {after['rejected']} connection(s) (rejected_connections 0 -> "
+        f"{after['rejected']}) and stopped accepting connections {after['listen']} time(s)")
     assert counters[SERVER]["rejected"] == after["rejected"]
     again = answered(rejected=after["rejected"] + 2, listen=after["listen"], uptime=6000)
     [finding] = judged(again, counters=counters).findings
     assert finding.message.startswith(
         f"since the previous check it refused 2 connection(s) (rejected_connections {after['rejected']} -> ")
+
+
+def test_a_restart_between_distant_runs_is_told_by_the_elapsed_time() -> None:
+    """Uptime 100 s at the first run; 1000 s later the uptime is 500: above the previous reading,
+    yet the process started 500 s ago, after that run. Its counters are its own."""
+    counters: dict[str, dict[str, Any]] = {}
+    judged(answered(rejected=50, listen=4, uptime=100), counters=counters, now=10_000.0)
+    run = judged(answered(rejected=51, listen=4, uptime=500), counters=counters, now=11_000.0)
+    restart, refusals = run.findings
+    assert restart.severity is Severity.INFO
+    assert "restarted since the previous check (up 500 s)" in restart.message
+    assert "refused 51 connection(s) (rejected_connections 0 -> 51)" in refusals.message
+    assert "stopped accepting connections 4 time(s)" in refusals.message
+
+
+@pytest.mark.parametrize("uptime,restarted", [
+    (1100, False),  # 100 + 1000 s elapsed: the same process
+    (1097, False),  # memcached's clock ticks once a second; the poll itself takes time
+    (1090, True),
+    (3, True),
+])
+def test_uptime_against_elapsed_time(uptime: int, restarted: bool) -> None:
+    counters: dict[str, dict[str, Any]] = {}
+    judged(answered(uptime=100), counters=counters, now=10_000.0)
+    run = judged(answered(uptime=uptime), counters=counters, now=11_000.0)
+    assert bool(run.about("restarted since the previous check")) is restarted
+    assert counters[SERVER]["at"] == 11_000.0
 
 
 def test_refusals_while_the_server_did_not_answer_are_news_at_the_next_answer() -> None:
@@ -267,7 +303,8 @@ def conf(tmp_path: Path, name: str, text: str) -> oslo_ini.ConfigFile:
 
 
 def test_servers_are_normalized_deduplicated_and_keep_where_they_came_from(tmp_path: Path) -> None:
-    nova = conf(tmp_path, "nova.conf", "[cache]\nmemcache_servers = 10.0.0.5:11211,10.0.0.7\n"
+    nova = conf(tmp_path, "nova.conf", "[cache]\nenabled = true\nbackend = oslo_cache.memcache_pool\n"
+                "memcache_servers = 10.0.0.5:11211,10.0.0.7\n"
                 "[keystone_authtoken]\nmemcached_servers = inet:10.0.0.5:11211\n")
     broken = oslo_ini.ConfigFile(str(tmp_path / "glance.conf"), error="permission denied")
     got = server_sources(["inet:10.0.0.6", "10.0.0.5:11211", "unix:/run/mc.sock"], [nova, broken])
@@ -278,6 +315,83 @@ def test_servers_are_normalized_deduplicated_and_keep_where_they_came_from(tmp_p
         "10.0.0.7:11211": [f"{nova.path} [cache] memcache_servers"],
     }
     assert list(got) == ["10.0.0.6:11211", "10.0.0.5:11211", "10.0.0.7:11211"]  # first seen first
+
+
+@pytest.mark.parametrize("cache", [
+    "memcache_servers = 10.0.0.9:11211\n",  # oslo_cache/_opts.py: enabled defaults to False
+    "enabled = false\nbackend = oslo_cache.memcache_pool\nmemcache_servers = 10.0.0.9:11211\n",
+    "enabled = true\nbackend = dogpile.cache.redis\nmemcache_servers = 10.0.0.9:11211\n",
+    "enabled = true\nbackend = oslo_cache.memcache_pool\ntls_enabled = true\n"
+    "memcache_servers = 10.0.0.9:11211\n",  # TLS: healthd cannot speak `stats` to it
+])
+def test_lists_nothing_uses_are_not_polled(tmp_path: Path, cache: str) -> None:
+    report = Report(MemcachedProbe.name, MemcachedProbe.metrics)
+    assert server_sources([], [conf(tmp_path, "nova.conf", "[cache]\n" + cache)], report) == {}
+    assert report.findings == []
+
+
+def test_the_deprecated_authtoken_name_is_read(tmp_path: Path) -> None:
+    cf = conf(tmp_path, "nova.conf", "[keystone_authtoken]\nmemcache_servers = 10.0.0.5:11211\n")
+    where = f"{cf.path} [keystone_authtoken] memcache_servers"
+    assert server_sources([], [cf]) == {"10.0.0.5:11211": [where]}
+
+
+@pytest.mark.parametrize("backend,entry,fix", [
+    ("oslo_cache.memcache_pool", "[::1]:11211", "write it as inet6:[::1]:11211"),
+    ("dogpile.cache.memcached", "::1", "write it as inet6:[::1]:11211"),
+    ("dogpile.cache.pymemcache", "inet6:[::1]:11211", "write it as [::1]:11211"),
+])
+def test_an_entry_its_library_cannot_parse_is_critical_and_the_server_still_polled(
+        tmp_path: Path, backend: str, entry: str, fix: str) -> None:
+    """healthd reaches [::1]:11211 in every form; the service's client library only in its own."""
+    cf = conf(tmp_path, "nova.conf", f"[cache]\nenabled = true\nbackend = {backend}\n"
+              f"memcache_servers = {entry}\n")
+    report = Report(MemcachedProbe.name, MemcachedProbe.metrics)
+    assert server_sources([], [cf], report) == {"[::1]:11211": [f"{cf.path} [cache] memcache_servers"]}
+    [finding] = report.findings
+    assert finding.severity is Severity.CRITICAL
+    assert finding.subject == f"{cf.path} [cache] memcache_servers"
+    assert f"entry {entry!r}" in finding.message and "never reaches this server, even if it answers" \
+        in finding.message
+    assert finding.remediation.startswith(fix)
+
+
+def test_a_file_oslo_config_cannot_parse_is_critical(tmp_path: Path) -> None:
+    path = tmp_path / "nova.conf"
+    path.write_text("memcache_servers = 10.0.0.5:11211\n")
+    report = Report(MemcachedProbe.name, MemcachedProbe.metrics)
+    report_config_files(report, [], [oslo_ini.read(str(path))])
+    [finding] = report.findings
+    assert finding.severity is Severity.CRITICAL and finding.subject == f"file {path}"
+    assert "a service loading this file does not start" in finding.message
+
+
+def test_a_name_that_does_not_resolve_is_said_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's Unresolvable already says 'does not resolve': the finding quotes the
+    resolver's own reason instead of that message."""
+    import contextlib
+    import socket
+
+    from checks import memcached as probe_module
+    from healthd.errors import Unresolvable
+
+    class Ctx:
+        deadline = None
+
+        @contextlib.contextmanager
+        def memcached(self, server: str) -> Any:
+            raise Unresolvable(f"memcached {server}: cannot connect: host name does not resolve (x)")
+            yield
+
+    def no_such_host(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(probe_module.socket, "getaddrinfo", no_such_host)
+    p = probe_module.poll(Ctx(), "mc.invalid:11211")  # type: ignore[arg-type]
+    assert (p.failure, p.detail) == ("resolve", "Name or service not known")
+    [finding] = judged(p, sources={"mc.invalid:11211": ["x"]}).findings
+    assert finding.message == "the host name does not resolve (Name or service not known); configured in x"
+    assert finding.message.count("resolve") == 1
 
 
 def test_unmatched_patterns_and_unreadable_files_warn() -> None:
