@@ -29,6 +29,7 @@ labels.
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import time
 from collections import defaultdict
@@ -49,7 +50,7 @@ from healthd.errors import (
     TlsFailed,
     TlsUntrusted,
 )
-from healthd.model import MetricSpec, Report, Severity
+from healthd.model import MetricSpec, MetricType, Report, Severity
 from healthd.openstack import oslo_ini
 from healthd.openstack.messaging import AmqpTls, Permissions, TlsFileError, check_permissions
 from healthd.probe import Context, Probe, ProbeSettings
@@ -59,6 +60,7 @@ M_FILE = "healthd_service_config_file_readable"
 M_ENDPOINT = "healthd_service_config_endpoint_up"
 M_CONSISTENT = "healthd_service_config_consistent"
 M_VARIANTS = "healthd_service_config_distinct_values"
+M_FINGERPRINT = "healthd_service_config_fingerprint_info"
 
 PERMISSIONS_STATE = "service_config_permissions"
 CELLS_SQL = "SELECT uuid, name, transport_url FROM cell_mappings ORDER BY id"
@@ -176,6 +178,11 @@ class ServiceConfigProbe(Probe):
                    ("section", "option")),
         MetricSpec(M_VARIANTS, "Largest number of different server lists one service's files give "
                    "for the option.", ("section", "option")),
+        MetricSpec(M_FINGERPRINT, "One series per distinct value this node's files of a service give an "
+                   "option that names servers: a short hash of the normalised value (servers, order "
+                   "where it matters, client library, vhost; never credentials). Nodes of one service "
+                   "whose fingerprints differ disagree (alert OpenStackServiceConfigNodesDisagree).",
+                   ("service", "scope", "section", "option", "fingerprint"), MetricType.INFO),
     )
 
     class Settings(ProbeSettings):
@@ -588,6 +595,7 @@ def _collect_memcache(report: Report, cf: oslo_ini.ConfigFile, plan: Plan) -> No
 def judge(report: Report, plan: Plan, outcomes: dict[Target, Outcome], files: int) -> None:
     _report_endpoints(report, plan.uses, outcomes)
     disagreeing = _report_consistency(report, plan.values, plan.cells_known)
+    _report_fingerprints(report, plan.values, plan.cells_known)
     down = sum(1 for t, o in outcomes.items() if not o.ok and any(u.in_use for u in plan.uses.get(t, ())))
     report.summary = (
         f"{files} file(s), {len(plan.uses)} endpoint(s) checked, {down} failing, "
@@ -666,6 +674,36 @@ def _report_consistency(report: Report, values: dict[tuple[str, str, str, str], 
         report.metric(M_CONSISTENT, 1 if variants < 2 else 0, section=section, option=option)
         report.metric(M_VARIANTS, variants, section=section, option=option)
     return disagreeing
+
+
+def _report_fingerprints(report: Report, values: dict[tuple[str, str, str, str], dict[str, Value]],
+                         cells_known: bool) -> None:
+    """What this node's files say, as fingerprints Prometheus compares across nodes.
+
+    The value itself never leaves the node (it names the infrastructure; the credentials are
+    not in it at all). nova's transport_url is left out when the cells' brokers are unknown:
+    a compute on cell1's broker and a controller on the super-conductor's would look like a
+    disagreement (the same reason the local comparison only notes it)."""
+    for (service, scope, section, option), by_file in sorted(values.items()):
+        if service == "nova" and option == "transport_url" and not cells_known:
+            continue
+        for digest in sorted({fingerprint(value) for value in by_file.values()}):
+            report.metric(M_FINGERPRINT, 1, service=service, scope=scope, section=section, option=option,
+                          fingerprint=digest)
+
+
+def fingerprint(value: Value) -> str:
+    """12 hex digits of SHA-256 over the value's comparison key, canonically ordered."""
+
+    def canonical(item: object) -> object:
+        if isinstance(item, frozenset | set):
+            return sorted(canonical(i) for i in item)
+        if isinstance(item, tuple | list):
+            return [canonical(i) for i in item]
+        return item if isinstance(item, str | int | float | bool) or item is None else str(item)
+
+    text = json.dumps(canonical(value.key), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _lib(value: Value, other: Value) -> str:

@@ -585,3 +585,59 @@ def test_a_note_is_info_and_the_endpoint_stays_up(tmp_path: Path) -> None:
     [note] = run.findings
     assert note.severity is Severity.INFO and note.subject == "rabbit h1:5672"
     assert endpoint(run, cf, "DEFAULT", "transport_url", "rabbit", "h1:5672") == 1
+
+
+# -- fingerprints: this node's values, for Prometheus to compare across nodes ---------------
+
+
+def fingerprints(run: ProbeRun, service: str, section: str, option: str) -> list[str]:
+    return sorted(labels["fingerprint"] for labels, _ in run.values("healthd_service_config_fingerprint_info")
+                  if (labels["service"], labels["section"], labels["option"]) == (service, section, option))
+
+
+def node(tmp_path: Path, name: str, **kw: str) -> ProbeRun:
+    """One node's run over its own copy of nova.conf (a directory per node)."""
+    (tmp_path / name).mkdir()
+    return judged(nova_conf(tmp_path / name, **kw), cells=cell_brokers([
+        {"name": "cell1", "transport_url": f"rabbit://nova:{PASSWORD}@h1:5672/nova"}]))
+
+
+def test_nodes_with_the_same_servers_share_a_fingerprint_and_credentials_do_not_count(
+        tmp_path: Path) -> None:
+    a = node(tmp_path, "a")
+    b = node(tmp_path, "b")  # the same file on another node
+    [one] = fingerprints(a, "nova", "cache", "memcache_servers")
+    assert fingerprints(b, "nova", "cache", "memcache_servers") == [one]
+    assert len(one) == 12 and int(one, 16) >= 0
+    # Another node whose file carries another password for the same brokers and vhost.
+    (tmp_path / "c").mkdir()
+    path = tmp_path / "c" / "nova.conf"
+    path.write_text((tmp_path / "a" / "nova.conf").read_text().replace(PASSWORD, "Another-pw-77aa"))
+    c = judged(read(path), cells=cell_brokers([
+        {"name": "cell1", "transport_url": f"rabbit://nova:{PASSWORD}@h1:5672/nova"}]))
+    assert fingerprints(c, "nova", "DEFAULT", "transport_url") == fingerprints(a, "nova", "DEFAULT",
+                                                                              "transport_url") != []
+    assert PASSWORD not in c.everything() and "Another-pw-77aa" not in c.everything()
+
+
+def test_order_changes_the_fingerprint_only_where_the_client_hashes_by_position(tmp_path: Path) -> None:
+    pool_ab = node(tmp_path, "p1", memcache="mc1:11211,mc2:11211")
+    pool_ba = node(tmp_path, "p2", memcache="mc2:11211,mc1:11211")
+    hash_ab = node(tmp_path, "h1", memcache="mc1:11211,mc2:11211", backend=HASH)
+    hash_ba = node(tmp_path, "h2", memcache="mc2:11211,mc1:11211", backend=HASH)
+    fp = [fingerprints(r, "nova", "cache", "memcache_servers") for r in (pool_ab, pool_ba, hash_ab, hash_ba)]
+    assert fp[0] != fp[1]  # python-memcached: crc32 % n, the position is the server
+    assert fp[2] == fp[3]  # pymemcache: rendezvous hash over names
+    assert fp[0] != fp[2]  # the same list read by two libraries lands keys differently
+
+
+def test_two_values_on_one_node_give_two_series(tmp_path: Path) -> None:
+    run = judged(nova_conf(tmp_path, "nova.conf", memcache="mc1:11211"),
+                 nova_conf(tmp_path, "nova-compute.conf", memcache="mc9:11211"))
+    assert len(fingerprints(run, "nova", "cache", "memcache_servers")) == 2
+
+
+def test_nova_brokers_are_not_fingerprinted_without_the_cells(tmp_path: Path) -> None:
+    run = judged(nova_conf(tmp_path))
+    assert fingerprints(run, "nova", "DEFAULT", "transport_url") == []
+    assert len(fingerprints(run, "nova", "cache", "memcache_servers")) == 1
