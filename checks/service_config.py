@@ -439,8 +439,11 @@ def _permissions(ctx: Context, t: Target, interval: float, cache: dict[Any, Any]
         tls = t.tls.context() if t.tls else None
     except TlsFileError:
         return Outcome(True)  # the handshake loaded them a moment ago: nothing new to say
-    found = check_permissions(ctx.deadline, ctx.backends.config.connect_timeout, t.host, t.port, t.user,
-                              t.password, t.vhost, tls, t.exchange)
+    try:
+        with ctx.amqp(t.host, t.port, t.user, t.password, t.vhost, tls) as connection:
+            found = check_permissions(connection, t.exchange, lambda: ctx.deadline.expired)
+    except BackendUnavailable as exc:  # the handshake just before worked: only "not checked"
+        found = Permissions(False, reason=str(exc))
     outcome = permission_outcome(t, found)
     if found.ok:
         cache[key] = time.monotonic()

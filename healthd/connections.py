@@ -216,14 +216,15 @@ def memcached(server: str, deadline: Deadline, connect_timeout: float, timeout: 
 # -- AMQP 0-9-1 ------------------------------------------------------------------------------
 
 
-def amqp_handshake(host: str, port: int, user: str, password: str, vhost: str, deadline: Deadline,
-                   timeout: float, tls: ssl.SSLContext | None = None) -> None:
-    """Complete an AMQP handshake (authentication and vhost open), then close.
+@contextlib.contextmanager
+def amqp(host: str, port: int, user: str, password: str, vhost: str, deadline: Deadline,
+         timeout: float, tls: ssl.SSLContext | None = None) -> Iterator[Any]:
+    """An open pika BlockingConnection (authenticated, vhost open), closed after the block.
 
     pika's stack_timeout bounds the whole handshake (TCP, TLS, AMQP), not each read; when it
     trips, pika raises its connector's own AMQPConnectorStackTimeout, which is no AMQPError.
-    The close that follows waits for the broker's Close-Ok without any timeout, so the
-    socket is put under the deadline's guard as soon as pika hands the connection over.
+    Once open, the socket is under the deadline's guard: channel calls and the close (which
+    waits for the broker's Close-Ok without any timeout) end by the deadline too.
     """
     import pika
     import pika.exceptions
@@ -256,10 +257,18 @@ def amqp_handshake(host: str, port: int, user: str, password: str, vhost: str, d
         raise ProtocolError(f"{where}: handshake failed ({type(exc).__name__})") from None
     token = deadline.guard(_pika_socket(connection))
     try:
+        yield connection
+    finally:
         with contextlib.suppress(Exception):
             connection.close()
-    finally:
         deadline.release(token)
+
+
+def amqp_handshake(host: str, port: int, user: str, password: str, vhost: str, deadline: Deadline,
+                   timeout: float, tls: ssl.SSLContext | None = None) -> None:
+    """Complete an AMQP handshake (authentication and vhost open), then close."""
+    with amqp(host, port, user, password, vhost, deadline, timeout, tls):
+        pass
 
 
 def _pika_socket(connection: Any) -> socket.socket | None:

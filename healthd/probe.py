@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from healthd.config import ProbeSettings
-from healthd.connections import Backends, Database, amqp_handshake, api_error, memcached, tcp_connect
+from healthd.connections import (
+    Backends,
+    Database,
+    amqp,
+    amqp_handshake,
+    api_error,
+    memcached,
+    tcp_connect,
+)
 from healthd.deadline import Deadline
 from healthd.errors import BackendUnavailable, NotConfigured
 from healthd.model import MetricSpec, Report
@@ -108,6 +116,12 @@ class Context:
         """Log in to an AMQP 0-9-1 broker and open the vhost, then close."""
         amqp_handshake(host, port, user, password, vhost, self.deadline,
                        self.backends.config.connect_timeout, tls)
+
+    def amqp(self, host: str, port: int, user: str, password: str, vhost: str,
+             tls: ssl.SSLContext | None = None) -> contextlib.AbstractContextManager[Any]:
+        """An open pika BlockingConnection for the block (login and vhost done), then closed."""
+        timeout = self.backends.config.connect_timeout
+        return amqp(host, port, user, password, vhost, self.deadline, timeout, tls)
 
     # -- OpenStack APIs -----------------------------------------------------------------
     def openstack(self) -> Any:

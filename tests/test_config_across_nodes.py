@@ -16,10 +16,9 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import pytest
 import yaml
 
 from tests.helpers.servers import Memcached, free_port
+from tests.helpers.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "deploy" / "prometheus" / "healthd-alerts.yml"
@@ -37,20 +37,6 @@ _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback
 def get_json(url: str) -> Any:
     with _HTTP.open(url, timeout=5) as resp:
         return json.load(resp)
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, logs: list[Path]) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in logs if p.exists())
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{tails}")
 
 
 def cache_conf(path: Path, servers: list[str]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import ssl
 import uuid
 import warnings
@@ -17,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from healthd.deadline import Deadline
 from healthd.redact import describe_error
 
 
@@ -214,32 +212,20 @@ def judge_permissions(ops: list[PermissionOp], refused: dict[int, bool]) -> Perm
     return Permissions(True, tuple(denied))
 
 
-def check_permissions(deadline: Deadline, connect_timeout: float, host: str, port: int, user: str,
-                      password: str, vhost: str, tls: ssl.SSLContext | None, exchange: str) -> Permissions:
-    """Log in as the service does and ask the broker about each permission (see above).
+def check_permissions(connection: Any, exchange: str, deadline_expired: Callable[[], bool]) -> Permissions:
+    """Ask the broker about each permission (see above) on an open connection of the service's user.
 
-    Opens its own connection (the engine's handshake closes its one); failures here only mean
-    "not checked": the handshake before it already judged reachability and login.
+    The connection comes from the probe's context (``ctx.amqp``), under the run's deadline.
+    Failures here only mean "not checked": the handshake before it already judged
+    reachability and login.
     """
-    import pika
     import pika.exceptions
 
-    limit = deadline.remaining(connect_timeout)
-    params = pika.ConnectionParameters(
-        host=host, port=port, virtual_host=vhost, credentials=pika.PlainCredentials(user, password),
-        connection_attempts=1, socket_timeout=limit, stack_timeout=limit, blocked_connection_timeout=limit,
-        ssl_options=pika.SSLOptions(tls, host) if tls is not None else None,
-    )
-    try:
-        connection = pika.BlockingConnection(params)
-    except Exception as exc:  # pika raises many unrelated types; all mean "not checked"
-        return Permissions(False, reason=describe_error(exc))
-    token = deadline.guard(_pika_socket(connection))
     ops = permission_ops(exchange)
     refused: dict[int, bool] = {}
     try:
         for i, op in enumerate(ops):
-            if deadline.expired:
+            if deadline_expired():
                 return Permissions(False, reason="no time left before the check's deadline")
             channel = connection.channel()
             try:
@@ -250,17 +236,6 @@ def check_permissions(deadline: Deadline, connect_timeout: float, host: str, por
                 refused[i] = False
                 with contextlib.suppress(Exception):
                     channel.close()
-    except Exception as exc:
+    except Exception as exc:  # pika raises many unrelated types; all mean "not checked"
         return Permissions(False, reason=describe_error(exc))
-    finally:
-        with contextlib.suppress(Exception):
-            connection.close()
-        deadline.release(token)
     return judge_permissions(ops, refused)
-
-
-def _pika_socket(connection: Any) -> socket.socket | None:
-    """The socket under a BlockingConnection (pika keeps it private: None if that changes)."""
-    transport = getattr(getattr(connection, "_impl", None), "_transport", None)
-    sock = getattr(transport, "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None

@@ -13,11 +13,9 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 import subprocess
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,8 @@ import pytest
 import yaml
 
 from healthd.registry import discover
+from tests.helpers.servers import free_port
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,32 +36,12 @@ OK_RGB = "rgb(26, 127, 55)"  # --ok
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy for loopback
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def request(method: str, url: str, body: Any = None, timeout: float = 60) -> Any:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     with _HTTP.open(req, timeout=timeout) as resp:
         raw = resp.read()
     return json.loads(raw) if raw and resp.headers.get_content_type() == "application/json" else raw
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float, logs: list[Path]) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{tails}")
 
 
 class Browser:
