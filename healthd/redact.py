@@ -23,8 +23,19 @@ _KEY_VALUE = re.compile(
 )
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
-_by_length: tuple[str, ...] = ()  # longest first, so a secret containing another is masked whole
+_secrets: dict[str, re.Pattern[str]] = {}
+# longest first, so a secret containing another is masked whole
+_by_length: tuple[tuple[str, re.Pattern[str]], ...] = ()
+
+
+def _pattern(secret: str) -> re.Pattern[str]:
+    """The secret as a whole token: where it begins or ends with a letter or digit, not glued
+    to another one. A cloud whose broker password is "guest" must not turn the "guests" of
+    another check's message into "***s"; the password itself, wherever it stands alone (in a
+    URL, after "as", between slashes), is still masked."""
+    before = r"(?<![A-Za-z0-9])" if secret[0].isalnum() else ""
+    after = r"(?![A-Za-z0-9])" if secret[-1].isalnum() else ""
+    return re.compile(before + re.escape(secret) + after)
 
 
 def register_secret(value: str | None) -> None:
@@ -32,8 +43,8 @@ def register_secret(value: str | None) -> None:
     global _by_length
     if value and len(value) >= 3 and value not in _secrets:  # shorter would mask innocent text
         with _lock:
-            _secrets.add(value)
-            _by_length = tuple(sorted(_secrets, key=len, reverse=True))
+            _secrets[value] = _pattern(value)
+            _by_length = tuple(sorted(_secrets.items(), key=lambda item: len(item[0]), reverse=True))
             _redact_cached.cache_clear()
 
 
@@ -49,9 +60,9 @@ def _redact(text: str) -> str:
         text = _URL_USERINFO.sub(lambda m: f"{m['pre']}:{MASK}@", text)
     if "=" in text or ":" in text:
         text = _KEY_VALUE.sub(lambda m: f"{m['pre']}{MASK}", text)
-    for secret in _by_length:
-        if secret in text:
-            text = text.replace(secret, MASK)
+    for secret, pattern in _by_length:
+        if secret in text:  # the cheap test first: most texts hold no secret
+            text = pattern.sub(MASK, text)
     return text
 
 

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
         elif UNIT not in path.parents:
             item.add_marker(pytest.mark.backend)
+
+
+@contextlib.contextmanager
+def _secrets_registered_inside_stay_inside() -> Iterator[None]:
+    """The redactor is process-wide: a password one test registers ("guest") must not mask
+    another test's expected text. What is registered inside the block is forgotten after it."""
+    from healthd import redact
+
+    saved = (dict(redact._secrets), redact._by_length)
+    yield
+    with redact._lock:
+        redact._secrets.clear()
+        redact._secrets.update(saved[0])
+        redact._by_length = saved[1]
+        redact._redact_cached.cache_clear()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _secrets_of_this_module_only() -> Iterator[None]:
+    with _secrets_registered_inside_stay_inside():  # module fixtures' secrets end with the module
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _secrets_of_this_test_only() -> Iterator[None]:
+    with _secrets_registered_inside_stay_inside():
+        yield
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
