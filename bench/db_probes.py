@@ -6,7 +6,9 @@ N compute hosts (service + compute node + host mapping + placement provider
 with DISK_GB inventory), nova-conductor/scheduler services, and 20 instances
 per host with their placement allocations. A few faults are sprinkled in so
 that the finding paths run too: 1 % unmapped hosts, 0.5 % nodes with negative
-free disk, 0.5 % instances building (half of them stuck).
+free disk, 0.5 % instances building (half of them stuck), 0.2 % instances
+resizing (source share held by the migration uuid), 1 % hosts with an
+allocation for a consumer nova does not have (placement_allocations).
 
 Then it runs cell_mapping, disk_overcommit and (if present) nova_services with
 source=db, one after the other as one pass, and reports the wall time (median
@@ -32,8 +34,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from checks.cell_connections import CellConnectionsProbe  # noqa: E402
 from checks.cell_mapping import CellMappingProbe  # noqa: E402
 from checks.disk_overcommit import DiskOvercommitProbe  # noqa: E402
+from checks.placement_allocations import PlacementAllocationsProbe  # noqa: E402
 from healthd.config import BackendsConfig  # noqa: E402
 from healthd.connections import Backends  # noqa: E402
 from healthd.probe import Probe  # noqa: E402
@@ -67,10 +71,13 @@ def build(novadb: NovaDB, hosts: int, rng: random.Random) -> Deployment:
     project = uuid.uuid4().hex
     user = uuid.uuid4().hex
     mappings, providers, inventories, allocations = [], [], [], []
+    inst_mappings: list[dict[str, Any]] = []  # placement_allocations: nova_api.instance_mappings
+    strays = random.Random(7)  # its own generator: the other probes' faults stay where they were
     rp_id = 0
     for index, cell in enumerate(cells):
         names = [f"compute-{i:05d}" for i in range(index, hosts, len(cells))]
         services, nodes, instances = [], [], []
+        migrations: list[dict[str, Any]] = []
         # Control-plane services: the conductors of the cell, schedulers in cell1 (as with a
         # single [database] connection on the controllers).
         for ctl in range(3):
@@ -98,10 +105,27 @@ def build(novadb: NovaDB, hosts: int, rng: random.Random) -> Deployment:
                     allocations.append({"created_at": inst["created_at"], "resource_provider_id": rp_id,
                                         "consumer_id": inst["uuid"], "resource_class_id": rc,
                                         "used": amount})
+                inst_mappings.append({"created_at": inst["created_at"], "instance_uuid": inst["uuid"],
+                                      "cell_id": cell.id, "project_id": project, "queued_for_delete": 0})
+                if strays.random() < 0.002:  # 0.2 %: a resize in progress, source share on the migration
+                    mig = str(uuid.uuid4())
+                    migrations.append({"created_at": now, "updated_at": now, "uuid": mig,
+                                       "instance_uuid": inst["uuid"], "status": "finished",
+                                       "migration_type": "resize", "source_compute": host,
+                                       "source_node": host, "dest_compute": host, "dest_node": host,
+                                       "deleted": 0, "hidden": 0})
+                    allocations.append({"created_at": now, "resource_provider_id": rp_id, "consumer_id": mig,
+                                        "resource_class_id": VCPU_ID, "used": 2})
+            if strays.random() < 0.01:  # 1 % of hosts: an allocation for a consumer nova does not have
+                allocations.append({"created_at": week_ago, "resource_provider_id": rp_id,
+                                    "consumer_id": str(uuid.uuid4()), "resource_class_id": VCPU_ID,
+                                    "used": 1})
         bulk(novadb, cell.db, "services", services)
         bulk(novadb, cell.db, "compute_nodes", nodes)
         bulk(novadb, cell.db, "instances", instances)
+        bulk(novadb, cell.db, "migrations", migrations)
     bulk(novadb, dep.api, "host_mappings", mappings)
+    bulk(novadb, dep.api, "instance_mappings", inst_mappings)
     # Four availability zones (host aggregates with availability_zone metadata) over all computes.
     zones = [novadb.insert(dep.api, "aggregates", {"created_at": week_ago, "uuid": str(uuid.uuid4()),
                                                    "name": f"rack-{z}"}) for z in range(4)]
@@ -153,7 +177,8 @@ def _instance(host: str, project: str, user: str, rng: random.Random, now: Any) 
 
 
 def probes() -> list[Probe]:
-    found: list[Probe] = [CellMappingProbe(), DiskOvercommitProbe()]
+    found: list[Probe] = [CellMappingProbe(), DiskOvercommitProbe(), PlacementAllocationsProbe(),
+                          CellConnectionsProbe()]
     if importlib.util.find_spec("checks.nova_services"):
         from checks.nova_services import NovaServicesProbe
 
@@ -211,7 +236,7 @@ def main() -> int:
         print(f"one pass, one probe after the other, median of {args.runs}: {res['wall']:.3f} s")
         print(f"one pass, together (scheduler, 3 workers), median of {args.runs}: {res['together']:.3f} s")
         for name, statements in res["statements"].items():
-            print(f"  {name:16} {res['per_probe'][name]:.3f} s  {statements:3d} SQL statements  "
+            print(f"  {name:22} {res['per_probe'][name]:.3f} s  {statements:3d} SQL statements  "
                   f"{res['findings'][name]:4d} findings  {res['status'][name][:100]}")
     return 0
 

@@ -279,22 +279,33 @@ def _pika_socket(connection: Any) -> socket.socket | None:
 
 
 def _amqp_connection_error(where: str, exc: BaseException, deadline: Deadline) -> BackendUnavailable:
-    """pika wraps the socket error that ended the attempt; classify that one."""
-    import pika.exceptions
-
-    cause: BaseException = exc
-    while isinstance(cause, pika.exceptions.AMQPConnectionError) and cause.args:
-        inner = cause.args[0]
-        if not isinstance(inner, BaseException):
-            break
-        cause = inner
-    if isinstance(cause, OSError | ssl.SSLError):
+    """pika wraps the error that ended the attempt, up to three deep (AMQPConnectionError ->
+    the connector's phase error -> the socket or TLS error): classify the innermost one."""
+    cause = _innermost_pika_cause(exc)
+    if isinstance(cause, OSError):  # refused, unreachable, reset, TLS (ssl.SSLError is an OSError)
         return from_os_error(where, cause, deadline.expired)
-    if isinstance(cause, pika.exceptions.AMQPConnectionError) and "timeout" in type(cause).__name__.lower():
+    if "timeout" in type(cause).__name__.lower():  # pika's own timers (stack, socket connect)
         return TimedOut(f"{where}: no AMQP handshake before the timeout")
     if deadline.expired:
         return TimedOut(f"{where}: no answer before the check's deadline")
     return ProtocolError(f"{where}: handshake failed ({describe_error(cause) or 'no AMQP answer'})")
+
+
+def _innermost_pika_cause(exc: BaseException) -> BaseException:
+    """Follow pika's wrappers: args[0] of AMQPConnectionError, .exception of a connector phase
+    error (pika/adapters/utils/connection_workflow.py), the last of a workflow's .exceptions."""
+    cause: BaseException = exc
+    for _ in range(8):
+        inner = getattr(cause, "exception", None)
+        if not isinstance(inner, BaseException):
+            tried = getattr(cause, "exceptions", None)
+            inner = tried[-1] if tried and isinstance(tried[-1], BaseException) else None
+        if inner is None and cause.args and isinstance(cause.args[0], BaseException):
+            inner = cause.args[0]
+        if inner is None:
+            return cause
+        cause = inner
+    return cause
 
 
 # -- the OpenStack APIs ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ from checks.catalog import CatalogProbe
 from checks.cell_mapping import CellMappingProbe
 from checks.disk_overcommit import DiskOvercommitProbe
 from checks.nova_services import NovaServicesProbe
+from checks.placement_allocations import PlacementAllocationsProbe
 from healthd.config import BackendsConfig
 from healthd.connections import Backends
 from healthd.model import Status
@@ -134,6 +135,7 @@ PROBES: dict[str, Probe] = {
     "cell_mapping": CellMappingProbe(CellMappingProbe.Settings()),
     "nova_services": NovaServicesProbe(NovaServicesProbe.Settings(source="db")),
     "disk_overcommit": DiskOvercommitProbe(DiskOvercommitProbe.Settings()),
+    "placement_allocations": PlacementAllocationsProbe(PlacementAllocationsProbe.Settings()),
 }
 
 
@@ -164,7 +166,24 @@ def test_probes_see_the_data_through_the_grants(cloud: Cloud) -> None:
     nova = run_probe(PROBES["nova_services"], backends)
     assert nova.value("healthd_nova_services_stuck_instances", cell="cell1") == 1
     assert run_probe(PROBES["cell_mapping"], backends).status is Status.OK
+    allocs = run_probe(PROBES["placement_allocations"], backends)
+    assert allocs.value("healthd_placement_allocations_cell_up", cell="cell1") == 1
+    assert allocs.value("healthd_placement_allocations_unjudged") == 0
     assert run_probe(PROBES["catalog"], backends).value("healthd_catalog_services", type="compute") == 1
+
+
+def test_cell_connections_needs_only_cell_mappings(cloud: Cloud) -> None:
+    """cell_connections reads cell_mappings through the grants and logs in to each cell with the
+    mapping's own credentials: here cell1's mapping carries a bogus account, which it reports."""
+    from checks.cell_connections import CellConnectionsProbe
+
+    run = run_probe(CellConnectionsProbe(), cloud.backends())
+    assert run.status is Status.CRITICAL, run.summary
+    assert run.value("healthd_cell_connections_cells") == 2
+    assert run.value("healthd_cell_connections_database_up", cell="cell0") == 1
+    assert run.value("healthd_cell_connections_database_up", cell="cell1") == 0
+    [finding] = run.findings
+    assert finding.subject == "cell cell1 database" and "refused the stored credentials" in finding.message
 
 
 def grant_lines() -> list[str]:

@@ -40,6 +40,14 @@
 --                                placement.resource_providers, placement.inventories,
 --                                placement.allocations, placement.resource_classes
 --   service_config (optional)    nova_api.cell_mappings (each cell's broker)
+--   cell_connections             nova_api.cell_mappings only: each cell's database and
+--                                broker are logged in to with the credentials the mapping
+--                                stores (read-only session, SELECT 1; AMQP login), not these
+--   placement_allocations        nova_api.cell_mappings, nova_api.instance_mappings,
+--                                nova_api.build_requests; <cell>.instances,
+--                                <cell>.migrations, <cell>.compute_nodes (cell0 too);
+--                                placement.allocations, placement.resource_providers,
+--                                placement.resource_classes
 
 CREATE USER IF NOT EXISTS '@HEALTHD_USER@'@'@HEALTHD_HOST@' IDENTIFIED BY '@HEALTHD_PASSWORD@';
 
@@ -51,6 +59,7 @@ GRANT SELECT ON `@KEYSTONE_DB@`.`endpoint` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`cell_mappings` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`host_mappings` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`build_requests` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_API_DB@`.`instance_mappings` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`request_specs` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`aggregate_hosts` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`aggregate_metadata` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
@@ -65,3 +74,4 @@ GRANT SELECT ON `@PLACEMENT_DB@`.`resource_classes` TO '@HEALTHD_USER@'@'@HEALTH
 GRANT SELECT ON `@NOVA_CELL_DB@`.`services` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_CELL_DB@`.`compute_nodes` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_CELL_DB@`.`instances` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_CELL_DB@`.`migrations` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';

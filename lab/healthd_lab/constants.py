@@ -62,7 +62,8 @@ PY_VERSION = '3.11'
 FAULTS = ('duplicate-service', 'unmapped-compute', 'compute-down',
           'disk-overcommit', 'disk-over-capacity', 'memcached-saturation',
           'bad-config-hosts', 'catalog-public-only', 'catalog-missing-interface',
-          'cell0-conductor', 'cell0-compute', 'old-compute-row')
+          'cell0-conductor', 'cell0-compute', 'old-compute-row',
+          'stray-allocation', 'cell-db-password', 'cell-transport-password')
 
 PORT_NAMES = ('keystone', 'placement', 'nova_api', 'glance', 'network',
               'memcached', 'memcached_sat', 'healthd', 'dead_rabbit',

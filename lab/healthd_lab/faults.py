@@ -3,11 +3,13 @@ import json
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from .constants import (
     CLOUD,
     COMPUTES,
+    DBS,
     EXTRA_COMPUTE,
     FAULTS,
     FLAVOR_HUGE,
@@ -16,7 +18,7 @@ from .constants import (
     OVERCOMMIT_SERVERS,
 )
 from .faults_cells import CellFaultsMixin
-from .util import LabError, _free_port, _locked, _log, _port_open, _write, memcached_stats
+from .util import LabError, _free_port, _http, _locked, _log, _port_open, _write, memcached_stats
 
 
 class FaultsMixin(CellFaultsMixin):
@@ -78,6 +80,80 @@ class FaultsMixin(CellFaultsMixin):
         if info.get('service_id'):
             self.api('identity', 'DELETE', f"/services/{info['service_id']}",
                      ok=(204, 404))
+
+    # stray-allocation: an allocation written through the placement API for a
+    # consumer nova does not have, the way the scheduler claims
+    # (nova/scheduler/client/report.py claim_resources: PUT /allocations/{uuid}
+    # with consumer_generation None for a new consumer). lab-compute1's resource
+    # tracker then logs at each update_resources_interval "Instance <uuid> has
+    # allocations against this compute host but is not found in the database."
+    # (nova/compute/resource_tracker.py _remove_deleted_instances_allocations)
+    # and never removes it.
+    def _inject_stray_allocation(self):
+        host = COMPUTES[0]
+        _, data = self.api('placement', 'GET', f'/resource_providers?name={host}')
+        rp = data['resource_providers'][0]['uuid']
+        consumer = str(uuid.uuid4())
+        log = self.logs / f'nova-compute-{host}.log'
+        offset = log.stat().st_size if log.exists() else 0
+        body = {
+            'allocations': {rp: {'resources': {'VCPU': 1, 'MEMORY_MB': 64, 'DISK_GB': 1}}},
+            'project_id': self.ks_find('projects', name='admin')[0]['id'],
+            'user_id': self.ks_find('users', name='admin')[0]['id'],
+            'consumer_generation': None}
+        # nova's claim uses microversion 1.28 (report.py CONSUMER_GENERATION_VERSION)
+        code, _, data = _http('PUT', self.url('placement') + f'/allocations/{consumer}', body,
+                              {'X-Auth-Token': self.token(),
+                               'OpenStack-API-Version': 'placement 1.28'})
+        if code != 204:
+            raise LabError(f'placement PUT /allocations/{consumer} -> {code}: {data}')
+        said = (f'Instance {consumer} has allocations against this compute host '
+                'but is not found in the database.')
+        deadline = time.time() + 90
+        while said not in _read_from(log, offset):
+            if time.time() > deadline:
+                raise LabError(f'{host} did not log {said!r} within 90 s')
+            time.sleep(1)
+        return {'host': host, 'provider': rp, 'consumer': consumer, 'logged': said}
+
+    def _revert_stray_allocation(self, info):
+        if info.get('consumer'):
+            self.api('placement', 'DELETE', f"/allocations/{info['consumer']}", ok=(204, 404))
+
+    # cell-db-password / cell-transport-password: cell1's mapping rewritten with
+    # `nova-manage cell_v2 update_cell` to a URL whose password is wrong, as after a
+    # password rotation that forgot nova_api.cell_mappings. Revert writes the right URL
+    # back the same way. (update_cell with one option also rewrites the other from
+    # nova.conf, nova/cmd/manage.py CellV2Commands.update_cell: both are passed.)
+    def _cell1_uuid(self):
+        _, out = self.nova_manage('cell_v2', 'list_cells')
+        for line in out.splitlines():
+            cols = [c.strip() for c in line.split('|')]
+            if len(cols) > 2 and cols[1] == 'cell1':
+                return cols[2]
+        raise LabError('cell1 is not in nova-manage cell_v2 list_cells')
+
+    def _update_cell1(self, db_url, mq_url):
+        cell = self._cell1_uuid()
+        self.nova_manage('cell_v2', 'update_cell', '--cell_uuid', cell,
+                         '--database_connection', db_url, '--transport-url', mq_url)
+        return cell
+
+    def _inject_cell_db_password(self):
+        wrong = self.db_url(DBS['nova_cell1']).replace(
+            f":{self._secret('db_svc_password')}@", ':healthd-lab-wrong-password@')
+        return {'cell_uuid': self._update_cell1(wrong, self.transport_url())}
+
+    def _revert_cell_db_password(self, info):
+        self._update_cell1(self.db_url(DBS['nova_cell1']), self.transport_url())
+
+    def _inject_cell_transport_password(self):
+        wrong = self.transport_url().replace(
+            f":{self._secret('rabbit_password')}@", ':healthd-lab-wrong-password@')
+        return {'cell_uuid': self._update_cell1(self.db_url(DBS['nova_cell1']), wrong)}
+
+    def _revert_cell_transport_password(self, info):
+        self._update_cell1(self.db_url(DBS['nova_cell1']), self.transport_url())
 
     # 2. unmapped-compute
     def _inject_unmapped_compute(self):
@@ -341,3 +417,13 @@ class FaultsMixin(CellFaultsMixin):
 
     def _revert_catalog_missing_interface(self, info):
         self._recreate_endpoints(info.get('deleted', []))
+
+
+def _read_from(path, offset):
+    """The text of a log written after offset (empty if the file is not there yet)."""
+    try:
+        with open(path, 'rb') as f:
+            f.seek(offset)
+            return f.read().decode('utf-8', 'replace')
+    except FileNotFoundError:
+        return ''

@@ -32,7 +32,8 @@ def test_readme_metrics_table_matches_the_exposition():
 def test_every_builtin_check_is_documented():
     probes = builtin_probes()
     assert set(probes) == {"catalog", "cell_mapping", "memcached", "service_config",
-                           "nova_services", "disk_overcommit"}
+                           "nova_services", "disk_overcommit", "placement_allocations",
+                           "cell_connections"}
     text = README.read_text()
     for name in probes:
         assert f"`{name}`" in text
