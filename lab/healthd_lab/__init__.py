@@ -50,6 +50,7 @@ from .constants import (
     REGION,
     REPO,
     SERVICE_USERS,
+    SOLO_FAULTS,
     SVC_DB_USER,
 )
 from .lab import Lab, down, env_exports, inject, load_state, revert, status, up
@@ -61,7 +62,7 @@ __all__ = [
     'LAB_SRC', 'MEMCACHED_SAT_CONNS', 'NOVA_MICROVERSION', 'OVERCOMMIT_RATIO',
     'OVERCOMMIT_SERVERS', 'PLACEMENT_MICROVERSION', 'PORT_NAMES', 'PREFIX', 'PY_VERSION',
     'RABBIT_PORT', 'RABBIT_USER', 'RABBIT_VHOST', 'READER_DB_USER', 'REGION', 'REPO',
-    'SERVICE_USERS', 'SVC_DB_USER',
+    'SERVICE_USERS', 'SOLO_FAULTS', 'SVC_DB_USER',
     'Lab', 'LabError', 'down', 'env_exports', 'inject', 'lab_dir', 'load_state', 'main',
     'memcached_stats', 'revert', 'status', 'up',
 ]

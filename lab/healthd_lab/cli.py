@@ -3,7 +3,7 @@ import argparse
 import sys
 
 from . import __doc__ as LAB_DOC  # the package docstring is the --help description
-from .constants import FAULTS
+from .constants import FAULTS, SOLO_FAULTS
 from .lab import Lab, env_exports
 from .util import LabError
 
@@ -18,7 +18,7 @@ def main(argv=None):
     sub.add_parser('env', help='print shell exports')
     for c in ('inject', 'revert'):
         sp = sub.add_parser(c, help=f'{c} a fault')
-        sp.add_argument('fault', choices=(*FAULTS, 'all'))
+        sp.add_argument('fault', choices=(*FAULTS, *SOLO_FAULTS, 'all'))
     args = ap.parse_args(argv)
     lab = Lab()
     try:

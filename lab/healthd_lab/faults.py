@@ -16,6 +16,7 @@ from .constants import (
     LAB_SRC,
     OVERCOMMIT_RATIO,
     OVERCOMMIT_SERVERS,
+    SOLO_FAULTS,
 )
 from .faults_cells import CellFaultsMixin
 from .util import LabError, _free_port, _http, _locked, _log, _port_open, _write, memcached_stats
@@ -31,8 +32,8 @@ class FaultsMixin(CellFaultsMixin):
             for f in FAULTS:
                 self.inject(f)
             return
-        if name not in FAULTS:
-            raise LabError(f"unknown fault {name!r} (known: {', '.join(FAULTS)})")
+        if name not in (*FAULTS, *SOLO_FAULTS):
+            raise LabError(f"unknown fault {name!r} (known: {', '.join((*FAULTS, *SOLO_FAULTS))})")
         if not self.state.get('complete'):
             raise LabError('lab is not up')
         faults = self.state.setdefault('faults', {})
@@ -51,10 +52,10 @@ class FaultsMixin(CellFaultsMixin):
     @_locked
     def revert(self, name):
         if name == 'all':
-            for f in reversed(FAULTS):
+            for f in reversed((*FAULTS, *SOLO_FAULTS)):  # whatever is injected, solo ones first
                 self.revert(f)
             return
-        if name not in FAULTS:
+        if name not in (*FAULTS, *SOLO_FAULTS):
             raise LabError(f'unknown fault {name!r}')
         faults = self.state.setdefault('faults', {})
         if name not in faults and name not in ('bad-config-hosts',):
