@@ -8,7 +8,8 @@ per host with their placement allocations. A few faults are sprinkled in so
 that the finding paths run too: 1 % unmapped hosts, 0.5 % nodes with negative
 free disk, 0.5 % instances building (half of them stuck), 0.2 % instances
 resizing (source share held by the migration uuid), 1 % hosts with an
-allocation for a consumer nova does not have (placement_allocations).
+allocation for a consumer nova does not have (placement_allocations), and 1,000
+flavors with extra specs, 3 % of them unschedulable (flavor_filters, add_flavors).
 
 Then it runs cell_mapping, disk_overcommit and (if present) nova_services with
 source=db, one after the other as one pass, and reports the wall time (median
@@ -37,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from checks.cell_connections import CellConnectionsProbe  # noqa: E402
 from checks.cell_mapping import CellMappingProbe  # noqa: E402
 from checks.disk_overcommit import DiskOvercommitProbe  # noqa: E402
+from checks.flavor_filters import FlavorFiltersProbe  # noqa: E402
 from checks.placement_allocations import PlacementAllocationsProbe  # noqa: E402
 from healthd.config import BackendsConfig  # noqa: E402
 from healthd.connections import Backends  # noqa: E402
@@ -139,7 +141,50 @@ def build(novadb: NovaDB, hosts: int, rng: random.Random) -> Deployment:
     bulk(novadb, placement, "resource_providers", providers)
     bulk(novadb, placement, "inventories", inventories)
     bulk(novadb, placement, "allocations", allocations)
+    add_flavors(novadb, dep, rp_id, week_ago)  # flavor_filters
     return dep
+
+
+FLAVORS = 1000
+
+
+def add_flavors(novadb: NovaDB, dep: Deployment, providers: int, created: Any) -> None:
+    """flavor_filters: 1,000 flavors (nova/objects/flavor.py _flavor_create, extra specs and
+    project access as the API writes them), every provider with two traits
+    (placement/objects/trait.py _set_traits). Most flavors are fine; 1 % each ask for
+    hypervisor_type=ironic (ComputeCapabilitiesFilter), more VCPU than max_unit (64), a trait
+    placement does not know; 10 % are private, 2 % disabled."""
+    placement = dep.placement or ""
+    rng = random.Random(9)
+    traits = ["HW_CPU_X86_AVX2", "COMPUTE_STATUS_DISABLED", "CUSTOM_SSD"]
+    bulk(novadb, placement, "traits", [{"created_at": created, "id": i + 1, "name": t}
+                                       for i, t in enumerate(traits)])
+    bulk(novadb, placement, "resource_provider_traits", [
+        {"created_at": created, "trait_id": t, "resource_provider_id": rp}
+        for rp in range(1, providers + 1) for t in (1, 3)])
+    flavors, specs, access = [], [], []
+    for i in range(1, FLAVORS + 1):
+        roll = rng.random()
+        vcpus = 512 if roll < 0.01 else rng.choice((1, 2, 4, 8, 16))
+        flavors.append({"created_at": created, "id": i, "name": f"bench-{i:04d}", "memory_mb": 2048 * vcpus,
+                        "vcpus": vcpus, "swap": 0, "flavorid": f"fl-{i:04d}", "rxtx_factor": 1.0,
+                        "root_gb": 20, "ephemeral_gb": 0, "disabled": int(rng.random() < 0.02),
+                        "is_public": int(rng.random() >= 0.1)})
+        extra = {"hw:cpu_policy": "shared", "quota:disk_read_iops_sec": "1000"}
+        if roll < 0.02 and roll >= 0.01:
+            extra["capabilities:hypervisor_type"] = "ironic"
+        elif 0.02 <= roll < 0.03:
+            extra["trait:CUSTOM_GPU_A100"] = "required"
+        elif roll < 0.5:
+            extra["capabilities:hypervisor_type"] = "QEMU"
+            extra["trait:CUSTOM_SSD"] = "required"
+        for key, value in extra.items():
+            specs.append({"created_at": created, "flavor_id": i, "key": key, "value": value})
+        if not flavors[-1]["is_public"]:
+            access.append({"created_at": created, "flavor_id": i, "project_id": uuid.uuid4().hex})
+    bulk(novadb, dep.api, "flavors", flavors)
+    bulk(novadb, dep.api, "flavor_extra_specs", specs)
+    bulk(novadb, dep.api, "flavor_projects", access)
 
 
 def _service(host: str, binary: str, created: Any, now: Any) -> dict[str, Any]:
@@ -178,7 +223,9 @@ def _instance(host: str, project: str, user: str, rng: random.Random, now: Any) 
 
 def probes() -> list[Probe]:
     found: list[Probe] = [CellMappingProbe(), DiskOvercommitProbe(), PlacementAllocationsProbe(),
-                          CellConnectionsProbe()]
+                          CellConnectionsProbe(),
+                          # heartbeats are written once, when the deployment is built (see below)
+                          FlavorFiltersProbe(FlavorFiltersProbe.Settings(service_down_time=3600))]
     if importlib.util.find_spec("checks.nova_services"):
         from checks.nova_services import NovaServicesProbe
 

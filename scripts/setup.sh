@@ -21,7 +21,7 @@ apt_install() {
 # scripts/test -m "not e2e and not backend") they are left as they are.
 if [ "$(id -u)" -eq 0 ]; then
     # System packages: servers the tests run privately, and the tools they call.
-    apt_install memcached mariadb-server mariadb-client rabbitmq-server prometheus prometheus-alertmanager \
+    apt_install memcached haproxy mariadb-server mariadb-client rabbitmq-server prometheus prometheus-alertmanager \
         chromium chromium-driver
 
     # MariaDB and RabbitMQ are shared with other users of this machine: start them

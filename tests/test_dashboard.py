@@ -31,7 +31,8 @@ GRAFANA_VARIABLES = {
     "${instance}": ".*", "$datasource": "prometheus",
 }
 AREAS = ("Overview", "Keystone catalog", "Nova cells", "memcached", "Service configuration",
-         "Nova services", "Compute disk")
+         "Nova services", "Compute disk", "Flavors and images", "API backends",
+         "Databases and brokers", "Config values")
 
 
 def dashboard() -> dict[str, Any]:

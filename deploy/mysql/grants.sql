@@ -48,6 +48,19 @@
 --                                <cell>.migrations, <cell>.compute_nodes (cell0 too);
 --                                placement.allocations, placement.resource_providers,
 --                                placement.resource_classes
+--   api_backends                 nothing: no database access (the catalog comes from a token,
+--                                backends from HAProxy's stats or the config)
+--   image_properties (optional)  placement.resource_providers, placement.resource_provider_traits,
+--                                placement.traits (images and flavors come from the APIs)
+--   flavor_filters               nova_api.flavors, nova_api.flavor_extra_specs,
+--                                nova_api.flavor_projects, nova_api.aggregate_hosts,
+--                                nova_api.aggregate_metadata, nova_api.cell_mappings;
+--                                <cell>.compute_nodes, <cell>.services; optionally
+--                                placement.resource_providers, placement.inventories,
+--                                placement.resource_classes, placement.resource_provider_traits,
+--                                placement.traits
+--   db_grants                    the grant tables below (backends.databases.mysql: a URL
+--                                on the `mysql` schema), nova_api.cell_mappings
 
 CREATE USER IF NOT EXISTS '@HEALTHD_USER@'@'@HEALTHD_HOST@' IDENTIFIED BY '@HEALTHD_PASSWORD@';
 
@@ -63,15 +76,32 @@ GRANT SELECT ON `@NOVA_API_DB@`.`instance_mappings` TO '@HEALTHD_USER@'@'@HEALTH
 GRANT SELECT ON `@NOVA_API_DB@`.`request_specs` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`aggregate_hosts` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_API_DB@`.`aggregate_metadata` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+-- nova_api: flavors and their extra specs and project access (flavor_filters)
+GRANT SELECT ON `@NOVA_API_DB@`.`flavors` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_API_DB@`.`flavor_extra_specs` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@NOVA_API_DB@`.`flavor_projects` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 
 -- placement: DISK_GB inventory and usage
 GRANT SELECT ON `@PLACEMENT_DB@`.`resource_providers` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@PLACEMENT_DB@`.`inventories` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@PLACEMENT_DB@`.`allocations` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@PLACEMENT_DB@`.`resource_classes` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+-- placement: the compute nodes' traits (image_properties, flavor_filters)
+GRANT SELECT ON `@PLACEMENT_DB@`.`resource_provider_traits` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `@PLACEMENT_DB@`.`traits` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 
--- cell database (repeat for every cell)
+-- cell database (repeat for every cell, cell0 included); rabbit_queues needs only
+-- nova_api.cell_mappings and services here (the queue names come from the services rows)
 GRANT SELECT ON `@NOVA_CELL_DB@`.`services` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_CELL_DB@`.`compute_nodes` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_CELL_DB@`.`instances` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
 GRANT SELECT ON `@NOVA_CELL_DB@`.`migrations` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+
+-- db_grants: the grant tables, without a password hash. Column grants on the
+-- mysql.user view leave out Password and authentication_string; mysql.global_priv
+-- (whose Priv JSON holds the hashes) is not granted. mysql.db, mysql.tables_priv and
+-- mysql.roles_mapping hold no secret. (Access_denied_errors needs no privilege.)
+GRANT SELECT (Host, User, Select_priv, Insert_priv, Update_priv, Delete_priv, Create_priv, Drop_priv, Index_priv, Alter_priv, is_role, default_role) ON `mysql`.`user` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `mysql`.`db` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `mysql`.`tables_priv` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';
+GRANT SELECT ON `mysql`.`roles_mapping` TO '@HEALTHD_USER@'@'@HEALTHD_HOST@';

@@ -67,7 +67,17 @@ FAULTS = ('duplicate-service', 'unmapped-compute', 'compute-down',
 # makes every nova-manage command the other faults use (discover_hosts, ...) fail with 1045,
 # and the stray allocation waits (up to 90 s) for lab-compute1's resource tracker to log it,
 # which the restarts of the other faults delay.
-SOLO_FAULTS = ('stray-allocation', 'cell-db-password', 'cell-transport-password')
+SOLO_FAULTS = ('stray-allocation', 'cell-db-password', 'cell-transport-password',
+               'config-typos', 'compute-bad-value', 'compute-wrong-value',
+               'nova-api-grant',  # db_grants: nova_api's grant revoked (faults_grants.py)
+               # image_properties (faults_images.py): images with properties that cannot boot
+               'image-ide-q35', 'image-quiesce', 'image-min-disk', 'image-prefilter-cirrus',
+               # api_backends (faults_backends.py): HAProxy in front of two keystones
+               'keystone-haproxy', 'keystone-backend-down', 'keystone-bind-failure',
+               # flavor_filters (faults_flavors.py): flavors no host takes, a server in ERROR
+               'flavor-badcap', 'flavor-aggregate-filter', 'flavor-wide',
+               # rabbit_queues (faults_queues.py): nova-conductor stopped, notifications unread
+               'conductor-stopped', 'notifications-unread')
 
 PORT_NAMES = ('keystone', 'placement', 'nova_api', 'glance', 'network',
               'memcached', 'memcached_sat', 'healthd', 'dead_rabbit',

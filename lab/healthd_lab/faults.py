@@ -18,11 +18,18 @@ from .constants import (
     OVERCOMMIT_SERVERS,
     SOLO_FAULTS,
 )
+from .faults_backends import BackendsFaultsMixin
 from .faults_cells import CellFaultsMixin
+from .faults_config import ConfigFaultsMixin
+from .faults_flavors import FlavorFaultsMixin
+from .faults_grants import GrantsFaultsMixin
+from .faults_images import ImageFaultsMixin
+from .faults_queues import QueueFaultsMixin
 from .util import LabError, _free_port, _http, _locked, _log, _port_open, _write, memcached_stats
 
 
-class FaultsMixin(CellFaultsMixin):
+class FaultsMixin(ConfigFaultsMixin, CellFaultsMixin, GrantsFaultsMixin, ImageFaultsMixin,
+                  BackendsFaultsMixin, FlavorFaultsMixin, QueueFaultsMixin):
     """Part of Lab: inject(name) / revert(name) and one _inject_X/_revert_X per fault."""
 
     # -------------------------------------------------------- faults --

@@ -33,7 +33,8 @@ def test_every_builtin_check_is_documented():
     probes = builtin_probes()
     assert set(probes) == {"catalog", "cell_mapping", "memcached", "service_config",
                            "nova_services", "disk_overcommit", "placement_allocations",
-                           "cell_connections"}
+                           "cell_connections", "flavor_filters", "image_properties",
+                           "api_backends", "db_grants", "config_values", "rabbit_queues"}
     text = README.read_text()
     for name in probes:
         assert f"`{name}`" in text
