@@ -54,6 +54,7 @@ from healthd.connections import split_host_port
 from healthd.deadline import Deadline
 from healthd.errors import BackendUnavailable, NotConfigured, from_os_error
 from healthd.model import MetricSpec, Report, Severity
+from healthd.openstack.service_types import same_type  # os-service-types aliases
 from healthd.probe import Context, Probe, ProbeSettings
 from healthd.redact import describe_error, register_secret
 
@@ -723,7 +724,6 @@ def match_backend(name: str, views: list[ServerView], by_service: dict[str, list
     candidates = [svc for svc, eps in by_service.items()
                   if any(str(urlsplit(ep.url).port or (443 if ep.url.startswith("https") else 80)) in ports
                          for ep in eps)]
-    from checks.catalog import same_type  # os-service-types aliases: volumev3 ~ block-storage
 
     tokens = set(re.split(r"[^a-z0-9]+", name.lower()))
 

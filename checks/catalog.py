@@ -42,7 +42,6 @@ locally.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections import defaultdict
@@ -54,6 +53,7 @@ from pydantic import Field, model_validator
 
 from healthd.model import MetricSpec, MetricType, Report, Severity
 from healthd.openstack import oslo_ini
+from healthd.openstack.service_types import same_type
 from healthd.probe import Context, Probe, ProbeSettings
 
 Interface = Literal["public", "internal", "admin"]
@@ -415,25 +415,6 @@ def _normalize(interface: str) -> str:
     # keystoneauth1/access/service_catalog.py ServiceCatalogV3.normalize_interface: "internalURL"
     # (v2 style, e.g. nova's catalog_info) is "internal" in a v3 catalog.
     return interface[:-3] if interface.endswith("URL") else interface
-
-
-@functools.lru_cache(maxsize=1)
-def _service_types() -> Any:
-    import os_service_types  # keystoneauth1's own dependency; loads its bundled data
-
-    return os_service_types.ServiceTypes()
-
-
-@functools.lru_cache(maxsize=256)
-def same_type(wanted: str, catalog_type: str) -> bool:
-    """keystoneauth1/access/service_catalog.py matches types with os-service-types aliases
-    (volumev3 finds block-storage)."""
-    if wanted == catalog_type:
-        return True
-    try:
-        return bool(_service_types().is_match(wanted, catalog_type))
-    except Exception:  # an unknown type is simply no alias
-        return False
 
 
 # -- judging: what a token's catalog carries (plain data in, no I/O) -------------

@@ -32,7 +32,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import Field
 
@@ -49,9 +49,9 @@ from healthd.errors import (
 )
 from healthd.model import MetricSpec, Report, Severity
 from healthd.openstack import oslo_ini
-from healthd.openstack.cells import CELL0_UUID
+from healthd.openstack.cells import CELL0_UUID, format_url, register_url_secrets
 from healthd.probe import Context, Probe, ProbeSettings
-from healthd.redact import describe_error, register_secret
+from healthd.redact import describe_error
 
 CELLS_SQL = "SELECT uuid, name, transport_url, database_connection, disabled FROM cell_mappings ORDER BY id"
 
@@ -168,7 +168,7 @@ def load(ctx: Context, settings: CellConnectionsProbe.Settings) -> list[CellConn
         rows = api.query(CELLS_SQL)
     for row in rows:  # every password is registered before anything is said
         for key in ("database_connection", "transport_url"):
-            _register_url_secrets(row[key] or "")
+            register_url_secrets(row[key] or "")
     defaults = _nova_defaults(settings.nova_conf)
     tls = _tls(settings)
     cells: list[CellConnections] = []
@@ -197,16 +197,6 @@ def load(ctx: Context, settings: CellConnectionsProbe.Settings) -> list[CellConn
     return cells
 
 
-def _register_url_secrets(url: str) -> None:
-    """Passwords of both URL kinds, also the later hosts of a multi-host transport_url."""
-    for part in urlsplit(url).netloc.split(",") if "://" in url else ():
-        userinfo = part.rpartition("@")[0]
-        if ":" in userinfo:
-            secret = userinfo.split(":", 1)[1]
-            register_secret(secret)
-            register_secret(unquote(secret))
-
-
 def _nova_defaults(path: str | None) -> dict[str, str | None]:
     """[database] connection and [DEFAULT] transport_url of nova.conf, as nova's templates use them."""
     if not path:
@@ -220,37 +210,8 @@ def _nova_defaults(path: str | None) -> dict[str, str | None]:
         except oslo_ini.OptionError:  # an option healthd's oslo.config does not register: as written
             value = cf.get(section, option)
         found[key] = str(value) if value else None
-        _register_url_secrets(found[key] or "")
+        register_url_secrets(found[key] or "")
     return found
-
-
-def _parse_netloc(netloc: str) -> dict[str, Any]:
-    """nova/objects/cell_mapping.py _parse_netloc (user:pass@host:port, not unquoted)."""
-    userpass, _, hostport = netloc.rpartition("@") if "@" in netloc else ("", "", netloc)
-    host, port = oslo_ini._parse_host_port(hostport)
-    these: dict[str, Any] = {"username": None, "password": None, "hostname": host, "port": port}
-    if ":" in userpass:
-        these["username"], these["password"] = userpass.split(":", 1)
-    else:
-        these["username"] = userpass
-    return these
-
-
-def format_url(url: str, default: str) -> str:
-    """nova/objects/cell_mapping.py CellMapping._format_url: fill a template from nova's own URL."""
-    from urllib.parse import urlparse
-
-    base = urlparse(default)
-    subs: dict[str, Any] = {
-        "username": base.username, "password": base.password, "hostname": base.hostname,
-        "port": base.port, "scheme": base.scheme, "query": base.query, "fragment": base.fragment,
-        "path": base.path.lstrip("/"),
-    }
-    if "," in base.netloc:
-        for index, netloc in enumerate(base.netloc.split(","), start=1):
-            for key, value in _parse_netloc(netloc).items():
-                subs[f"{key}{index}"] = value
-    return url.format(**subs)
 
 
 def _fill(cell: CellConnections, target: str, url: str, default_key: str, option: str,

@@ -60,8 +60,9 @@ from healthd.errors import AccessDenied, AuthFailed, BackendUnavailable
 from healthd.model import MetricSpec, Report
 from healthd.openstack import oslo_ini
 from healthd.openstack.cells import cells as nova_cells
+from healthd.openstack.cells import register_url_secrets
 from healthd.probe import Context, Probe, ProbeSettings
-from healthd.redact import describe_error, register_secret
+from healthd.redact import describe_error
 
 # The privileges healthd reads, as the grant tables name them.
 PRIVS = ("SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "INDEX", "ALTER")
@@ -162,8 +163,9 @@ class DbGrantsProbe(Probe):
             False, description="also log in with each service's own credentials (read-only session, "
             "SELECT 1) from healthd's host; SHOW GRANTS is never run")
         denied_increase_warning: int = Field(
-            1, ge=0, description="WARNING when Access_denied_errors rose by at least this much since "
-            "the previous run (0: never)")
+            5, ge=0, description="WARNING when Access_denied_errors rose by at least this much since "
+            "the previous run (0: never). Not 1: a person's mistyped password must not warn; a "
+            "service refused on every request rises far faster")
         ignore: list[str] = Field(default_factory=list, description="USER@DATABASE pairs not judged")
         max_parallel: int = Field(4, ge=1, description="logins at once (login_as_service)")
 
@@ -503,7 +505,7 @@ def service_databases(ctx: Context, s: DbGrantsProbe.Settings) -> tuple[list[Use
         notes.append(("info", f"config files {miss.pattern}", "no file matches this pattern"))
     for cf in files:
         for section, option in URL_OPTIONS:  # secrets first: raw values, before anything is said
-            _register_raw(cf.get(section, option))
+            register_url_secrets(cf.get(section, option))
     for cf in files:
         if cf.error:
             notes.append(("warning", cf.path, f"not read: {cf.error}"))
@@ -536,21 +538,10 @@ def service_databases(ctx: Context, s: DbGrantsProbe.Settings) -> tuple[list[Use
     return uses, notes
 
 
-def _register_raw(url: str | None) -> None:
-    if url and "://" in url:
-        userinfo = urlsplit(url).netloc.rpartition("@")[0]
-        if ":" in userinfo:
-            from urllib.parse import unquote
-
-            secret = userinfo.split(":", 1)[1]
-            register_secret(secret)
-            register_secret(unquote(secret))
-
-
 def _add_use(uses: list[Use], notes: list[Note], service: str, url: str, where: str) -> None:
     if not url:
         return
-    _register_raw(url)
+    register_url_secrets(url)
     scheme = urlsplit(url).scheme
     if scheme and not scheme.startswith("mysql"):
         notes.append(("info", where, f"{scheme.split('+')[0]} databases are not judged (MySQL/MariaDB only)"))

@@ -596,6 +596,9 @@ class FlavorFiltersProbe(Probe):
         MetricSpec("healthd_flavor_filters_unschedulable", "Flavors no enabled, up compute host can "
                    "take, by visibility (not those only down or disabled hosts could take).",
                    ("visibility",)),
+        MetricSpec("healthd_flavor_filters_too_large", "Flavors larger (vcpus, ram or disk) than "
+                   "every compute node's placement inventory can take, by visibility (not counted in "
+                   "unschedulable).", ("visibility",)),
         MetricSpec("healthd_flavor_filters_hosts", "Compute nodes by scheduling state (eligible, down, "
                    "disabled, not_reported, disabled_cell).", ("state",)),
         MetricSpec("healthd_flavor_filters_flavor_hosts", "Enabled, up compute nodes that can take the "
@@ -886,6 +889,19 @@ def evaluate(flavor: Flavor, groups: list[HostGroup], filters: set[str], pl: Pla
     return v
 
 
+SIZES = ("vcpus", "ram", "disk")
+
+
+def too_large(v: Verdict) -> bool:
+    """Stopped only by its size (vcpus, ram, disk beyond every provider's max_unit or
+    capacity): a capacity question, not a typo. devstack's default m1.xlarge on a small VM is
+    such a flavor, and a large root disk does not stop a boot from volume (nova/scheduler/
+    utils.py resources_from_request_spec requests no root DISK_GB when is_bfv): so it warns
+    (INFO for disk alone) and stays out of the unschedulable count the critical alert uses."""
+    return (v.raises is None and not v.other_ok and bool(v.blockers)
+            and all(flt == PLACEMENT and key in SIZES for key, flt, _ in v.blockers))
+
+
 def _ignored(flavor: Flavor, ignore: list[str]) -> bool:
     return flavor.flavorid in ignore or flavor.name in ignore
 
@@ -929,9 +945,12 @@ def judge(view: View, s: FlavorFiltersProbe.Settings, report: Report) -> None:
     bad = [v for v in verdicts if v.eligible_ok == 0 or v.raises is not None]
     # A flavor only down or disabled hosts could take is the hosts' fault (nova_services), not
     # counted here: the alert on this metric is about the flavor.
-    bad_vis = Counter(v.flavor.visibility for v in bad if v.raises is not None or not v.other_ok)
+    bad_vis = Counter(v.flavor.visibility for v in bad
+                      if (v.raises is not None or not v.other_ok) and not too_large(v))
+    large_vis = Counter(v.flavor.visibility for v in bad if too_large(v))
     for vis in VISIBILITIES:
         report.metric("healthd_flavor_filters_unschedulable", bad_vis[vis], visibility=vis)
+        report.metric("healthd_flavor_filters_too_large", large_vis[vis], visibility=vis)
     order = sorted(verdicts, key=lambda v: (v.eligible_ok > 0 and v.raises is None, v.flavor.flavorid))
     for v in order[:s.max_flavor_series]:
         report.metric("healthd_flavor_filters_flavor_hosts", v.eligible_ok, flavor=v.flavor.flavorid)
@@ -945,8 +964,9 @@ def judge(view: View, s: FlavorFiltersProbe.Settings, report: Report) -> None:
                        "raise checks.flavor_filters.max_findings to list them")
     report.summary = (f"{len(flavors)} flavors on {states['eligible']} enabled, up compute node(s) "
                       f"(filters: {', '.join(modelled) or 'none modelled'}"
-                      f"{', placement' if view.placement else ''}): {len(bad)} unschedulable"
-                      + (f" ({', '.join(f'{k}: {n}' for k, n in sorted(bad_vis.items()))})" if bad else ""))
+                      f"{', placement' if view.placement else ''}): {sum(bad_vis.values())} unschedulable"
+                      + (f" ({', '.join(f'{k}: {n}' for k, n in sorted(bad_vis.items()))})" if bad_vis else "")
+                      + (f", {sum(large_vis.values())} too large for every node" if large_vis else ""))
 
 
 def _judge_files(sched: SchedulerFiles, report: Report) -> None:
@@ -1022,6 +1042,11 @@ def _finding(v: Verdict, eligible: int, view: View, report: Report) -> None:
         report.finding(sev, subject, message + unread, "openstack flavor show " + fl.flavorid +
                    ": unset the property that no host has")
         return
+    if too_large(v):
+        only_disk = all(key == "disk" for key, _, _ in v.blockers)
+        sev = min(sev, Severity.INFO if only_disk else Severity.WARNING)
+        who += (" too large for every compute node (capacity, not a typo"
+                + ("; a boot from volume requests no root disk and still works)" if only_disk else ")"))
     parts = []
     for key, flt, why in v.blockers:
         value = fl.specs.get(key)

@@ -57,7 +57,7 @@ from pydantic import Field
 from healthd.errors import BackendUnavailable
 from healthd.model import MetricSpec, Report, Severity
 from healthd.openstack import oslo_ini
-from healthd.openstack.cells import CELL0_UUID, Cell, cell_db
+from healthd.openstack.cells import CELL0_UUID, Cell, cell_db, format_url, register_url_secrets
 from healthd.probe import Context, Probe, ProbeSettings
 from healthd.redact import describe_error, register_secret
 
@@ -412,9 +412,7 @@ def load(ctx: Context, s: RabbitQueuesProbe.Settings) -> View:
 
 
 def _register(url: str) -> None:
-    from checks.cell_connections import _register_url_secrets
-
-    _register_url_secrets(url)
+    register_url_secrets(url)
 
 
 def _cell_broker(cell: Cell, stored: str, files: _Files, brokers: dict[str, Broker],
@@ -426,8 +424,6 @@ def _cell_broker(cell: Cell, stored: str, files: _Files, brokers: dict[str, Brok
         return None
     url_text = stored
     if "{" in stored:
-        from checks.cell_connections import format_url
-
         try:
             url_text = format_url(stored, files.api_raw or "") if files.api_raw else ""
         except (KeyError, IndexError, ValueError):

@@ -204,7 +204,8 @@ def test_flavor_wider_than_max_unit_private_and_disabled(lab: Lab) -> None:
     off = lab.flavor("lab-off", {"capabilities:hypervisor_type": "fake"}, disabled=True)
     result = lab.run()
     f = flavor_finding(result, wide)
-    assert f.severity is Severity.CRITICAL and "vcpus=2000" in f.message and "placement" in f.message
+    assert f.severity is Severity.WARNING and "vcpus=2000" in f.message and "placement" in f.message
+    assert result.value("healthd_flavor_filters_too_large", visibility="public") == 1
     assert flavor_finding(result, private).severity is Severity.WARNING
     assert flavor_finding(result, off).severity is Severity.INFO
     assert result.value("healthd_flavor_filters_unschedulable", visibility="private") == 1

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlparse, urlsplit
 
 from healthd.connections import Database
 from healthd.dburl import parse_db_url
 from healthd.errors import NotConfigured
+from healthd.openstack import oslo_ini
 from healthd.probe import Context
+from healthd.redact import register_secret
 
 CELL0_UUID = "00000000-0000-0000-0000-000000000000"
 CELLS_SQL = "SELECT uuid, name, database_connection FROM cell_mappings ORDER BY id"
@@ -58,3 +62,43 @@ def cell_db(ctx: Context, cell: Cell) -> contextlib.AbstractContextManager[Datab
         raise NotConfigured(f"cell {cell.label}: cell_mappings.database_connection is empty; "
                             f"configure backends.databases.cells.{cell.label}")
     return ctx.db_at(cell.url, f"cell {cell.label}", f"cells.{cell.label}")
+
+
+# -- the URLs cell_mappings store (templates since nova 24) ---------------------
+
+
+def register_url_secrets(url: str) -> None:
+    """Passwords of both URL kinds, also the later hosts of a multi-host transport_url."""
+    for part in urlsplit(url).netloc.split(",") if "://" in url else ():
+        userinfo = part.rpartition("@")[0]
+        if ":" in userinfo:
+            secret = userinfo.split(":", 1)[1]
+            register_secret(secret)
+            register_secret(unquote(secret))
+
+
+def _parse_netloc(netloc: str) -> dict[str, Any]:
+    """nova/objects/cell_mapping.py _parse_netloc (user:pass@host:port, not unquoted)."""
+    userpass, _, hostport = netloc.rpartition("@") if "@" in netloc else ("", "", netloc)
+    host, port = oslo_ini._parse_host_port(hostport)
+    these: dict[str, Any] = {"username": None, "password": None, "hostname": host, "port": port}
+    if ":" in userpass:
+        these["username"], these["password"] = userpass.split(":", 1)
+    else:
+        these["username"] = userpass
+    return these
+
+
+def format_url(url: str, default: str) -> str:
+    """nova/objects/cell_mapping.py CellMapping._format_url: fill a template from nova's own URL."""
+    base = urlparse(default)
+    subs: dict[str, Any] = {
+        "username": base.username, "password": base.password, "hostname": base.hostname,
+        "port": base.port, "scheme": base.scheme, "query": base.query, "fragment": base.fragment,
+        "path": base.path.lstrip("/"),
+    }
+    if "," in base.netloc:
+        for index, netloc in enumerate(base.netloc.split(","), start=1):
+            for key, value in _parse_netloc(netloc).items():
+                subs[f"{key}{index}"] = value
+    return url.format(**subs)

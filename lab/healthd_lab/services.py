@@ -156,6 +156,12 @@ class ServicesMixin:
             for db in DBS.values():
                 sql.append(f"GRANT ALL PRIVILEGES ON `{db}`.* TO '{SVC_DB_USER}'@'{host}';")
                 sql.append(f"GRANT SELECT ON `{db}`.* TO '{READER_DB_USER}'@'{host}';")
+            # db_grants' audit grants (deploy/mysql/grants.sql): the grant tables, no hash
+            sql.append("GRANT SELECT (Host, User, Select_priv, Insert_priv, Update_priv, Delete_priv, "
+                       "Create_priv, Drop_priv, Index_priv, Alter_priv, is_role, default_role) "
+                       f"ON `mysql`.`user` TO '{READER_DB_USER}'@'{host}';")
+            for table in ('db', 'tables_priv', 'roles_mapping'):
+                sql.append(f"GRANT SELECT ON `mysql`.`{table}` TO '{READER_DB_USER}'@'{host}';")
         sql.append('FLUSH PRIVILEGES;')
         self.mysql('\n'.join(sql))
 

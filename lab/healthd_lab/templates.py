@@ -179,7 +179,13 @@ class TemplatesMixin:
         healthd_port, mc, mc_sat = p['healthd'], p['memcached'], p['memcached_sat']
         clouds_yaml = d / 'clouds.yaml'
         nova_confs = self.etc / 'nova' / '*.conf'
+        nova_conf = self.etc / 'nova' / 'nova.conf'
+        compute_confs = self.etc / 'nova' / 'nova-compute-*.conf'
         keystone_conf = self.etc / 'keystone' / 'keystone.conf'
+        placement_conf = self.etc / 'placement' / 'placement.conf'
+        glance_conf = self.etc / 'glance' / 'glance-api.conf'
+        service_confs = f'[{nova_conf}, {keystone_conf}, {placement_conf}, {glance_conf}]'
+        mysql_url = self.db_url('mysql', READER_DB_USER, False)
         _write(d / 'healthd.yaml', (
             'server:\n'
             '  listen_address: 127.0.0.1\n'
@@ -195,6 +201,7 @@ class TemplatesMixin:
             f"    keystone: {db('keystone')}\n"
             f"    nova_api: {db('nova_api')}\n"
             f"    placement: {db('placement')}\n"
+            f'    mysql: {{url: "{mysql_url}", password_file: {pwf}}}\n'
             '  memcached:\n'
             f'    servers: ["127.0.0.1:{mc}", "127.0.0.1:{mc_sat}"]\n'
             'checks:\n'
@@ -206,4 +213,15 @@ class TemplatesMixin:
             # A glob, as an operator would list a node's configs: the bad
             # copy is checked while the fault puts it there, and a healthy
             # lab lists no missing file.
-            f'    files: ["{nova_confs}", {keystone_conf}]\n'))
+            f'    files: ["{nova_confs}", {keystone_conf}]\n'
+            '  flavor_filters:\n'
+            f'    scheduler_files: [{nova_conf}]\n'
+            '  image_properties:\n'
+            f'    compute_config_files: ["{compute_confs}"]\n'
+            f'    scheduler_config_files: [{nova_conf}]\n'
+            '  db_grants:\n'
+            f'    config_files: {service_confs}\n'
+            '  config_values:\n'
+            f'    files: {service_confs[:-1]}, "{compute_confs}"]\n'
+            '  rabbit_queues:\n'
+            f'    files: [{nova_conf}]\n'))

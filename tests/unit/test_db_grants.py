@@ -198,11 +198,14 @@ def test_access_denied_delta_warns_once_it_rises() -> None:
     g.denied = 10
     report = run_judge(g, [], state)
     assert not report.findings
-    g.denied = 13
+    g.denied = 14  # 4: below the default threshold of 5 (a person's mistyped password)
     report = run_judge(g, [], state)
-    assert [s.value for s in report.samples if s.name == "healthd_db_grants_access_denied_increase"] == [3.0]
+    assert [s.value for s in report.samples if s.name == "healthd_db_grants_access_denied_increase"] == [4.0]
+    assert not report.findings
+    g.denied = 19
+    report = run_judge(g, [], state)
     [warning] = findings(report, Severity.WARNING)
-    assert "rose by 3" in warning and "every user's denials" in warning
+    assert "rose by 5" in warning and "every user's denials" in warning
     g.denied = 2  # server restarted
     report = run_judge(g, [], state)
     assert not report.findings

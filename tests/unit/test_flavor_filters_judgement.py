@@ -242,7 +242,10 @@ def test_flavor_wider_than_every_max_unit() -> None:
     result = judged([flavor(vcpus=2000)], pl=pl)
     (f,) = result.findings
     assert "vcpus=2000" in f.message and "placement" in f.message
-    assert f.severity is Severity.CRITICAL
+    # a size beyond every node is capacity, not a typo: WARNING, out of the critical count
+    assert f.severity is Severity.WARNING and "too large for every compute node" in f.message
+    assert value(result, "healthd_flavor_filters_unschedulable", visibility="public") == 0
+    assert value(result, "healthd_flavor_filters_too_large", visibility="public") == 1
     assert value(result, "healthd_flavor_filters_placement_checked") == 1
     assert judged([flavor(vcpus=1000)], pl=pl).findings == ()
     # resources:VCPU=0 (ironic-style) removes the VCPU request entirely
@@ -250,6 +253,23 @@ def test_flavor_wider_than_every_max_unit() -> None:
     # max_unit, not total
     (f,) = judged([flavor(vcpus=600)], pl=placement(UUID1, UUID2, vcpu_max=512)).findings
     assert "vcpus=600" in f.message
+
+
+def test_root_disk_larger_than_every_node_is_only_info() -> None:
+    """A boot from volume requests no root DISK_GB (nova/scheduler/utils.py
+    resources_from_request_spec, is_bfv): the flavor still works for it."""
+    result = judged([flavor(root_gb=700000)], pl=placement(UUID1, UUID2))
+    (f,) = result.findings
+    assert f.severity is Severity.INFO and "boot from volume" in f.message
+    assert value(result, "healthd_flavor_filters_unschedulable", visibility="public") == 0
+    assert value(result, "healthd_flavor_filters_too_large", visibility="public") == 1
+
+
+def test_a_typo_and_a_size_together_stay_critical() -> None:
+    result = judged([flavor({"trait:CUSTOM_NOPE": "required"}, vcpus=2000)],
+                    pl=placement(UUID1, UUID2, known_traits={"CUSTOM_NOPE"}))
+    assert [f.severity for f in result.findings] == [Severity.CRITICAL]
+    assert value(result, "healthd_flavor_filters_unschedulable", visibility="public") == 1
 
 
 def test_resources_and_traits() -> None:
