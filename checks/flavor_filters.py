@@ -965,7 +965,8 @@ def judge(view: View, s: FlavorFiltersProbe.Settings, report: Report) -> None:
     report.summary = (f"{len(flavors)} flavors on {states['eligible']} enabled, up compute node(s) "
                       f"(filters: {', '.join(modelled) or 'none modelled'}"
                       f"{', placement' if view.placement else ''}): {sum(bad_vis.values())} unschedulable"
-                      + (f" ({', '.join(f'{k}: {n}' for k, n in sorted(bad_vis.items()))})" if bad_vis else "")
+                      + (f" ({', '.join(f'{k}: {n}' for k, n in sorted(bad_vis.items()))})"
+                         if bad_vis else "")
                       + (f", {sum(large_vis.values())} too large for every node" if large_vis else ""))
 
 
