@@ -86,7 +86,21 @@ REMOVED = {
                                            ("keystone",)),
     ("nova", "libvirt", "num_memory_encrypted_guests"): ("34.0.0",
                                                          "Remove [libvirt] num_memory_encrypted_guests", ()),
+    # nova's own docs (doc/source/admin/configuration/service-user-token.rst) write this line in
+    # [service_user], where no release had the option: keystoneauth ignores it, whatever the value.
+    ("nova", "service_user", "auth_strategy"): ("-", "nova's service user token guide writes it", ("*",)),
 }
+# The eventlet API server's options: gone with it (nova 32.0.0 release note remove-api-eventlet,
+# ChangeLog "Remove eventlet based WSGI server entry points"); under a WSGI server they never did
+# anything, so deployment tools still write them everywhere: harmless whatever the value.
+_EVENTLET_SERVER = {
+    "DEFAULT": ("enabled_apis", "enabled_ssl_apis", "osapi_compute_listen", "osapi_compute_listen_port",
+                "osapi_compute_workers", "metadata_listen", "metadata_listen_port", "metadata_workers"),
+    "wsgi": ("wsgi_log_format", "ssl_ca_file", "ssl_cert_file", "ssl_key_file", "tcp_keepidle",
+             "default_pool_size", "max_header_line", "keep_alive", "client_socket_timeout"),
+}
+REMOVED.update({("nova", group, key): ("32.0.0", "Remove eventlet based WSGI server entry points", ("*",))
+                for group, keys in _EVENTLET_SERVER.items() for key in keys})
 
 
 # When a service reads *every* option at start, so that any rejected value stops it there:
@@ -247,10 +261,18 @@ def _plugin_names() -> frozenset[str]:
     return frozenset(loading.get_available_plugin_names())
 
 
+# Sections a library makes keystoneauth sections at run time, so the generator's data has only
+# its own options there: oslo_limit/opts.py register_opts calls register_session_conf_options,
+# register_adapter_conf_options and register_auth_conf_options on [oslo_limit] (glance's and
+# keystone's install guides write auth_type, username, ... there).
+RUNTIME_KSA_GROUPS = frozenset({"oslo_limit"})
+
+
 def _is_ksa_group(data: optdata.Project, group: str) -> bool:
     # loading.register_auth_conf_options (keystoneauth1/loading/conf.py) adds both to a section
     opts = data.groups.get(group, {})
-    return "auth_type" in opts and "auth_section" in opts
+    registered = "auth_type" in opts and "auth_section" in opts
+    return registered or (group in RUNTIME_KSA_GROUPS and group in data.groups)
 
 
 def _dynamic_groups(data: optdata.Project, raw: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, Any]]:
@@ -342,6 +364,9 @@ def check_file(cf: oslo_ini.ConfigFile, project: str) -> FileResult:
             if plugin is not None and key in plugin:
                 to_check.append(_Value(group, key, opt=plugin[key], secret=secret or plugin[key].secret))
                 continue
+            if group in RUNTIME_KSA_GROUPS and known is not None and (
+                    key in _ksa_common() or key in ("auth_type", "auth_section")):
+                continue  # registered there at run time (see RUNTIME_KSA_GROUPS)
             if group in dynamic and key in dynamic[group]:
                 spec = dynamic[group][key]
                 to_check.append(_Value(group, key, optdata.OptInfo(group, key, spec),
@@ -364,11 +389,15 @@ def check_file(cf: oslo_ini.ConfigFile, project: str) -> FileResult:
             if removed is not None:
                 release_gone, title, harmless = removed
                 value = values[key][-1].strip()
-                severity = Severity.INFO if value.lower() in harmless else Severity.WARNING
+                any_value = "*" in harmless
+                severity = Severity.INFO if any_value or value.lower() in harmless else Severity.WARNING
+                gone = (f"is no option of {data.project} ({title})" if release_gone == "-" else
+                        f"was removed in {data.project} {release_gone} "
+                        f"({data.project} ChangeLog: \"{title}\")")
                 problem(Problem(severity, cf.path, group, key,
-                                f"was removed in {data.project} {release_gone} ({data.project} ChangeLog: "
-                                f"\"{title}\"): {release} ignores the line"
-                                + (f" and behaves as {value!r} anyway" if severity is Severity.INFO
+                                f"{gone}: {release} ignores the line"
+                                + (": harmless" if any_value else
+                                   f" and behaves as {value!r} anyway" if severity is Severity.INFO
                                    else " and uses its built-in behaviour"),
                                 "remove the line"))
                 continue

@@ -673,6 +673,7 @@ def judge(report: Report, uses: list[Use], notes: list[Note], grants: Grants, au
     for use in uses:
         seen.setdefault((use.service, use.user, use.database), []).append(use)
     checks = 0
+    failing = 0
     for (service, user, database), group in seen.items():
         if f"{user}@{database}" in s.ignore:
             continue
@@ -691,6 +692,7 @@ def judge(report: Report, uses: list[Use], notes: list[Note], grants: Grants, au
         clients = clients_for(use, grants, s.client_hosts)
         if not clients:
             checks += 1
+            failing += 1
             report.metric("healthd_db_grants_ok", 0, service=service, user=user, database=database, host="*")
             report.metric("healthd_db_grants_status", 2, service=service, user=user, database=database,
                           host="*")
@@ -705,11 +707,15 @@ def judge(report: Report, uses: list[Use], notes: list[Note], grants: Grants, au
             checks += 1
             level = _judge_one(report, use, service, places, needed,
                                evaluate(grants, user, database, client), configured)
+            failing += 1 if level else 0
             report.metric("healthd_db_grants_ok", 0 if level else 1, service=service, user=user,
                           database=database, host=client.label)
             report.metric("healthd_db_grants_status", level, service=service, user=user,
                           database=database, host=client.label)
     report.metric("healthd_db_grants_checks", checks)
+    users = len({(user, database) for _, user, database in seen})
+    report.summary = (f"{users} service user/database pair(s) from {len(uses)} connection setting(s): "
+                      f"{checks} account/host check(s) on {audit}, {failing} short of what the service needs")
 
 
 def _report_login(report: Report, use: Use, places: str, login: Login) -> None:

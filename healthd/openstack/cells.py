@@ -67,9 +67,9 @@ def cell_db(ctx: Context, cell: Cell) -> contextlib.AbstractContextManager[Datab
 # -- the URLs cell_mappings store (templates since nova 24) ---------------------
 
 
-def register_url_secrets(url: str) -> None:
+def register_url_secrets(url: str | None) -> None:
     """Passwords of both URL kinds, also the later hosts of a multi-host transport_url."""
-    for part in urlsplit(url).netloc.split(",") if "://" in url else ():
+    for part in urlsplit(url).netloc.split(",") if url and "://" in url else ():
         userinfo = part.rpartition("@")[0]
         if ":" in userinfo:
             secret = userinfo.split(":", 1)[1]

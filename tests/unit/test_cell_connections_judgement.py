@@ -97,3 +97,12 @@ def test_format_url_fills_templates_as_nova_does() -> None:
                        "{username2}:{password2}@{hostname2}:{port2}/{path}", multi)
             == "rabbit://a:pa@h1:5672,b:pb@h2:5673/vh")
     assert format_url("rabbit://u:p@h:5672/", multi) == "rabbit://u:p@h:5672/"
+
+
+def test_url_secrets_are_registered_and_none_is_no_url() -> None:
+    from healthd.openstack.cells import register_url_secrets
+    from healthd.redact import redact
+
+    register_url_secrets(None)  # an option the file does not set
+    register_url_secrets("rabbit://u:first-s3cret@h1:5672,u:second-s3cret@h2:5672/")
+    assert redact("first-s3cret second-s3cret") == "*** ***"

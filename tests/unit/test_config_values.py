@@ -608,3 +608,56 @@ def test_a_dollar_name_inside_a_password(tmp_path: Path) -> None:
     assert problem.severity is Severity.WARNING and problem.subject.endswith("[placement] password")
     assert "uses another secret than the one written" in problem.message
     assert "Qx9" not in problem.message and redact("Qx9$host-7") == "***"
+
+
+INSTALL_GUIDE = {
+    # nova's install guide and its service user token guide: enabled_apis (the eventlet API
+    # server, gone in 32.0.0) and [service_user] auth_strategy (never an option there)
+    "nova.conf": """[DEFAULT]
+enabled_apis = osapi_compute,metadata
+my_ip = 10.0.0.11
+[api]
+auth_strategy = keystone
+[service_user]
+send_service_user_token = true
+auth_url = http://controller:5000/
+auth_strategy = keystone
+auth_type = password
+project_domain_name = Default
+project_name = service
+user_domain_name = Default
+username = nova
+password = pw
+[vnc]
+enabled = true
+server_listen = $my_ip
+server_proxyclient_address = $my_ip
+""",
+    # glance's install guide: [oslo_limit] is a keystoneauth section oslo.limit registers at run time
+    "glance-api.conf": """[oslo_limit]
+auth_url = http://controller:5000
+auth_type = password
+user_domain_id = default
+username = glance
+system_scope = all
+password = pw
+endpoint_id = 340be3625e9b4239a6415d034e98aace
+region_name = RegionOne
+""",
+}
+
+
+def test_install_guide_files_do_not_warn(tmp_path: Path) -> None:
+    for name, text in INSTALL_GUIDE.items():
+        result = check(tmp_path, text, name)
+        assert result.error == ""
+        bad = [(p.severity.name, p.subject, p.message) for p in result.problems
+               if p.severity >= Severity.WARNING]
+        assert bad == [], name
+    infos = found(check(tmp_path, INSTALL_GUIDE["nova.conf"], "nova.conf"), Severity.INFO)
+    assert any("enabled_apis" in subject for subject in infos), infos
+
+
+def test_a_misspelt_option_in_oslo_limit_still_warns(tmp_path: Path) -> None:
+    result = check(tmp_path, "[oslo_limit]\nauth_type = password\nusernme = glance\n", "glance-api.conf")
+    assert any("usernme" in subject for subject in found(result, Severity.WARNING))
