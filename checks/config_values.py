@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from healthd.errors import BackendUnavailable, TimedOut
 from healthd.model import MetricSpec, MetricType, Report, Severity
 from healthd.openstack import optdata, oslo_ini
+from healthd.openstack.oslo_ini import Problem
 from healthd.probe import Context, Probe, ProbeSettings
 from healthd.redact import redact, register_secret
 
@@ -124,20 +125,6 @@ class FileEntry(BaseModel):
     path: str = Field(description="a config file, globs allowed")
     project: str = Field(description="the project whose option data checks it (nova, keystone, placement, "
                          "glance, neutron)")
-
-
-@dataclass(frozen=True)
-class Problem:
-    severity: Severity
-    path: str
-    section: str
-    option: str
-    message: str
-    fix: str
-
-    @property
-    def subject(self) -> str:
-        return f"{self.path} [{self.section}] {self.option}"
 
 
 @dataclass

@@ -199,14 +199,7 @@ class Use:
 
     @property
     def loopback(self) -> bool:
-        host = self.server.rpartition(":")[0] if not self.server.startswith("/") else "localhost"
-        host = host.strip("[]")
-        if host.lower() in LOOPBACK_NAMES:
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return _loopback_server(self.server)
 
 
 @dataclass(frozen=True)
@@ -733,8 +726,9 @@ def repr_grantee(user: str, host: str) -> str:
     return f"'{user}'@'{host}'"
 
 
-def _loopback_server(audit: str) -> bool:
-    host = audit.rpartition(":")[0].strip("[]") if not audit.startswith("/") else "localhost"
+def _loopback_server(server: str) -> bool:
+    """HOST:PORT (or a socket path) on this host."""
+    host = server.rpartition(":")[0].strip("[]") if not server.startswith("/") else "localhost"
     if host.lower() in LOOPBACK_NAMES:
         return True
     try:
