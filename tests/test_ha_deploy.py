@@ -27,7 +27,8 @@ ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 README = ROOT / "README.md"
 SECTION = "## Many regions, and pairs for HA"
 # Alerts about one daemon, or about the config files on its host: they keep instance.
-PER_INSTANCE_GROUPS = {"healthd-daemon", "healthd-service-config"}
+# service_config and config_values judge the files of the host healthd runs on: per instance.
+PER_INSTANCE_GROUPS = {"healthd-daemon", "healthd-service-config", "healthd-config-values"}
 # An expression whose outermost step aggregates instance and replica away.
 AGGREGATED = re.compile(
     r"^\s*(?:max|min|sum|count|avg)\s+"
