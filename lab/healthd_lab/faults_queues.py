@@ -26,15 +26,21 @@ NOTIFY_SERVER = 'healthd-e2e-notify'
 class QueueFaultsMixin:
     """Part of Lab (through FaultsMixin): the queue faults above."""
 
-    def queue_stats(self, name):
-        """(messages ready, consumers) of a queue on the lab vhost, None if it does not exist."""
+    def all_queue_stats(self):
+        """{queue: (messages ready, consumers)} of the lab vhost (one rabbitmqctl: it starts an
+        Erlang VM, about a second of CPU)."""
         _, out = self._cmd(['rabbitmqctl', '-q', 'list_queues', '-p', RABBIT_VHOST, 'name',
                             'messages_ready', 'consumers'], 'rabbitmq', check=False)
+        found = {}
         for line in out.splitlines():
             parts = line.split()
-            if len(parts) == 3 and parts[0] == name and parts[1].isdigit():
-                return int(parts[1]), int(parts[2])
-        return None
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                found[parts[0]] = (int(parts[1]), int(parts[2]))
+        return found
+
+    def queue_stats(self, name):
+        """(messages ready, consumers) of a queue on the lab vhost, None if it does not exist."""
+        return self.all_queue_stats().get(name)
 
     def _wait_queue(self, name, ok, what, timeout=60):
         deadline = time.time() + timeout
@@ -112,8 +118,9 @@ class QueueFaultsMixin:
             deadline = time.time() + 60
             held = {}
             while time.time() < deadline and not held:
+                queues = self.all_queue_stats()
                 for name in self._notification_queues():
-                    stats = self.queue_stats(name)
+                    stats = queues.get(name)
                     if stats is not None and stats[0] >= 1 and stats[1] == 0:
                         held[name] = stats[0]
                 time.sleep(1)
