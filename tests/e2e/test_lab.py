@@ -126,7 +126,8 @@ def test_healthd_yaml_shape(lab):
     cfg = yaml.safe_load(text)
     assert set(cfg) == {"server", "logging", "backends", "checks"}
     assert set(cfg["backends"]) == {"openstack", "databases", "memcached"}
-    assert set(cfg["backends"]["databases"]) == {"keystone", "nova_api", "placement"}
+    # mysql: db_grants' audit connection (the reader has SELECT on the grant tables, no hash)
+    assert set(cfg["backends"]["databases"]) == {"keystone", "nova_api", "placement", "mysql"}
     # One glob covers the controller's nova.conf, the computes' configs and,
     # while bad-config-hosts is injected, the bad copy.
     import fnmatch
