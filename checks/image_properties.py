@@ -444,13 +444,7 @@ def read_configs(compute_patterns: list[str], scheduler_patterns: list[str]
                  ) -> tuple[list[ComputeConf], dict[str, bool], list[tuple[str, str]]]:
     problems: list[tuple[str, str]] = []
     computes: list[ComputeConf] = []
-    missing, files = oslo_ini.read_all(compute_patterns)
-    for miss in missing:
-        problems.append((f"compute_config_files pattern {miss.pattern}", "matches no file"))
-    for cf in files:
-        if cf.conf is None:
-            problems.append((f"file {cf.path}", cf.error or "cannot be read"))
-            continue
+    for cf in _readable(compute_patterns, "compute_config_files", problems):
         _register(cf, "DEFAULT", cfg.StrOpt("compute_driver"))
         _register(cf, "libvirt", cfg.ListOpt("hw_machine_type"))
         _register(cf, "libvirt", cfg.StrOpt("virt_type", default="kvm"))
@@ -464,13 +458,7 @@ def read_configs(compute_patterns: list[str], scheduler_patterns: list[str]
         # nova/virt/driver.py load_compute_driver: "libvirt.LibvirtDriver" (nova.virt. prefix)
         computes.append(ComputeConf(cf.path, driver.startswith("libvirt"), types, virt))
     scheduler: dict[str, bool] = {}
-    missing, files = oslo_ini.read_all(scheduler_patterns)
-    for miss in missing:
-        problems.append((f"scheduler_config_files pattern {miss.pattern}", "matches no file"))
-    for cf in files:
-        if cf.conf is None:
-            problems.append((f"file {cf.path}", cf.error or "cannot be read"))
-            continue
+    for cf in _readable(scheduler_patterns, "scheduler_config_files", problems):
         # nova/conf/scheduler.py: both BoolOpt, default False.
         for option in ("image_metadata_prefilter", "query_placement_for_image_type_support"):
             _register(cf, "scheduler", cfg.BoolOpt(option, default=False))
@@ -481,6 +469,15 @@ def read_configs(compute_patterns: list[str], scheduler_patterns: list[str]
                 continue
             scheduler[option] = scheduler.get(option, False) or on
     return computes, scheduler, problems
+
+
+def _readable(patterns: list[str], setting: str,
+              problems: list[tuple[str, str]]) -> list[oslo_ini.ConfigFile]:
+    """The files the patterns name that oslo.config could read; the rest said in problems."""
+    missing, files = oslo_ini.read_all(patterns)
+    problems.extend((f"{setting} pattern {miss.pattern}", "matches no file") for miss in missing)
+    problems.extend((f"file {cf.path}", cf.error or "cannot be read") for cf in files if cf.conf is None)
+    return [cf for cf in files if cf.conf is not None]
 
 
 def _register(cf: oslo_ini.ConfigFile, group: str, opt: cfg.Opt) -> None:
